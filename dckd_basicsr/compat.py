@@ -1,0 +1,332 @@
+"""Every patch dckd-basicsr applies to PyPI basicsr 1.4.2, one function each.
+
+Each function names the BasicSR function it replaces and the failure it fixes. :func:`apply_all` runs them in order;
+``import dckd_basicsr`` calls it. BasicSR modules are imported inside the functions because the first patch must be in
+place before ``basicsr`` is imported at all.
+"""
+import os
+import sys
+from os import path as osp
+from typing import Any, Dict, Optional
+
+from dckd_basicsr.errors import OptionError, UnknownTypeError
+
+# Networks that the plugin's models never train or save; resume must leave their checkpoint paths alone.
+FROZEN_NETWORKS = ('network_t', 'network_vqgan', 'network_his')
+
+
+def alias_torchvision_functional_tensor() -> None:
+    """Make ``torchvision.transforms.functional_tensor`` importable again.
+
+    Replaces nothing in BasicSR: ``basicsr/data/degradations.py`` imports ``rgb_to_grayscale`` from that module, which
+    torchvision removed in 0.17, so ``import basicsr`` fails. ``torchvision.transforms.functional`` has the same
+    function. DataLoader workers are spawned processes that import basicsr again, so this must run at import of the
+    plugin (and of basicsr through the import hook), never only in ``__main__``.
+    """
+    if 'torchvision.transforms.functional_tensor' in sys.modules:
+        return
+    try:
+        import torchvision.transforms.functional_tensor  # noqa: F401  (old torchvision: nothing to do)
+    except ImportError:
+        import torchvision.transforms.functional as functional
+        sys.modules['torchvision.transforms.functional_tensor'] = functional
+
+
+def registered_plugin_names(registry: Any) -> list:
+    """Names in a BasicSR registry whose objects come from this plugin."""
+    return sorted(name for name, obj in registry if getattr(obj, '__module__', '').startswith('dckd_basicsr'))
+
+
+def patch_registry_get() -> None:
+    """Replace ``basicsr.utils.registry.Registry.get``.
+
+    BasicSR's version prints "Name X is not found, use name: X_basicsr!" on every miss and then raises a bare
+    ``KeyError`` that does not say what exists. Ours raises :class:`UnknownTypeError` (a ``KeyError``) listing the
+    registered names, the plugin's first, with close matches for typos.
+    """
+    from basicsr.utils.registry import Registry
+
+    def get(self, name, suffix='basicsr'):
+        obj = self._obj_map.get(name)
+        if obj is None:
+            obj = self._obj_map.get(f'{name}_{suffix}')
+        if obj is None:
+            raise UnknownTypeError(self._name, name, self._obj_map.keys(), registered_plugin_names(self))
+        return obj
+
+    Registry.get = get
+
+
+def check_option_types(opt: Dict[str, Any]) -> None:
+    """Check every ``type`` an option file names against BasicSR's registries, before anything is built.
+
+    Raises :class:`UnknownTypeError` naming the option key, so a typo is reported in one line instead of after the
+    datasets are loaded, deep inside ``build_model``.
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+
+    def check(registry, name, where):
+        if name not in registry and f'{name}_basicsr' not in registry:
+            raise UnknownTypeError(registry._name, name, registry.keys(), registered_plugin_names(registry), where)
+
+    if 'model_type' in opt:
+        check(MODEL_REGISTRY, opt['model_type'], 'model_type')
+    for key, value in opt.items():
+        if key.startswith('network_') and isinstance(value, dict) and 'type' in value:
+            check(ARCH_REGISTRY, value['type'], f'{key}.type')
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        if isinstance(dataset_opt, dict) and 'type' in dataset_opt:
+            check(DATASET_REGISTRY, dataset_opt['type'], f'datasets.{phase}.type')
+    for key, value in (opt.get('train') or {}).items():
+        if key.endswith('_opt') and isinstance(value, dict) and 'type' in value:
+            check(LOSS_REGISTRY, value['type'], f'train.{key}.type')
+    for name, metric_opt in ((opt.get('val') or {}).get('metrics') or {}).items():
+        if isinstance(metric_opt, dict) and 'type' in metric_opt:
+            check(METRIC_REGISTRY, metric_opt['type'], f'val.metrics.{name}.type')
+
+
+def check_device_options(opt: Dict[str, Any]) -> None:
+    """Refuse GPU-only settings on a machine without CUDA, with the fix in the message."""
+    import torch
+    if torch.cuda.is_available():
+        return
+    if isinstance(opt.get('num_gpu'), int) and opt['num_gpu'] > 0:
+        raise OptionError(f"num_gpu: {opt['num_gpu']} but this machine has no CUDA GPU; "
+                          'set num_gpu: 0 (CPU) or num_gpu: auto.')
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        if isinstance(dataset_opt, dict) and dataset_opt.get('prefetch_mode') == 'cuda':
+            raise OptionError(f'datasets.{phase}.prefetch_mode: cuda needs a CUDA GPU; remove it or use cpu.')
+
+
+def _read_user_roots(opt_file: str) -> Dict[str, Optional[str]]:
+    """``path.experiments_root`` / ``path.results_root`` as the user wrote them (BasicSR 1.4.2 overwrites both)."""
+    import yaml
+    from basicsr.utils.options import ordered_yaml
+    with open(opt_file, mode='r') as f:
+        user_opt = yaml.load(f, Loader=ordered_yaml()[0]) or {}
+    user_path = user_opt.get('path') or {}
+    return {key: user_path.get(key) for key in ('experiments_root', 'results_root')}
+
+
+def _set_run_folders(opt: Dict[str, Any], parent: str, is_train: bool) -> None:
+    """Point the run's folders at ``<parent>/<name>``, as BasicSR 1.4.2 does under ``<root>/experiments``."""
+    run_root = osp.join(parent, opt['name'])
+    if is_train:
+        opt['path']['experiments_root'] = run_root
+        opt['path']['models'] = osp.join(run_root, 'models')
+        opt['path']['training_states'] = osp.join(run_root, 'training_states')
+    else:
+        opt['path']['results_root'] = run_root
+    opt['path']['log'] = run_root
+    opt['path']['visualization'] = osp.join(run_root, 'visualization')
+
+
+def patch_parse_options() -> None:
+    """Replace ``basicsr.utils.options.parse_options`` (and its copies bound in ``basicsr.train`` / ``basicsr.test``).
+
+    PyPI basicsr puts ``experiments/<name>`` and ``results/<name>`` under ``root_path``, which ``python -m
+    basicsr.train`` derives from basicsr's own install location, so runs land inside site-packages; it also ignores
+    ``path.experiments_root`` / ``path.results_root``. Ours puts them under the current working directory, or under
+    those two options when given (as parent folders, like BasicSR master), always as absolute paths. It also fails
+    early, with the option key in the message, on a missing option file, an unregistered type and GPU-only settings
+    on a machine without a GPU.
+    """
+    import basicsr.test
+    import basicsr.train
+    from basicsr.utils import options
+
+    original = options.parse_options
+
+    def parse_options(root_path, is_train=True):
+        if '-opt' in sys.argv[:-1]:
+            opt_file = sys.argv[sys.argv.index('-opt') + 1]
+            if not osp.isfile(opt_file):
+                raise OptionError(f'-opt {opt_file}: no such option file.')
+        cwd = os.getcwd()
+        opt, args = original(cwd, is_train)
+        roots = _read_user_roots(args.opt)
+        key, default = ('experiments_root', 'experiments') if is_train else ('results_root', 'results')
+        parent = roots[key] if roots[key] is not None else osp.join(cwd, default)
+        _set_run_folders(opt, osp.abspath(osp.expanduser(parent)), is_train)
+        check_option_types(opt)
+        check_device_options(opt)
+        return opt, args
+
+    parse_options.__doc__ = original.__doc__
+    options.parse_options = parse_options
+    basicsr.train.parse_options = parse_options
+    basicsr.test.parse_options = parse_options
+
+
+def latest_training_state(state_dir: str) -> Optional[str]:
+    """Path of the ``<iter>.state`` file with the largest iteration in ``state_dir``, or None."""
+    if not osp.isdir(state_dir):
+        return None
+    iters = [int(name[:-len('.state')]) for name in os.listdir(state_dir)
+             if name.endswith('.state') and name[:-len('.state')].isdigit()]
+    return osp.join(state_dir, f'{max(iters)}.state') if iters else None
+
+
+def patch_load_resume_state() -> None:
+    """Replace ``basicsr.train.load_resume_state`` (``train_pipeline`` looks it up as a module global).
+
+    BasicSR's version calls ``torch.cuda.current_device()`` and maps every storage to CUDA, so resume fails on a
+    machine without a GPU, and ``--auto_resume`` searches ``./experiments/<name>/training_states`` relative to the
+    working directory instead of the run's own ``path.training_states``. Ours maps to the run's device, searches
+    the run's folder, loads with ``weights_only=True`` and names a missing ``path.resume_state`` file.
+    """
+    import basicsr.train
+    import torch
+
+    def load_resume_state(opt):
+        state_path = None
+        if opt['auto_resume']:
+            state_path = latest_training_state(opt['path']['training_states'])
+            if state_path is not None:
+                opt['path']['resume_state'] = state_path
+        elif opt['path'].get('resume_state'):
+            state_path = opt['path']['resume_state']
+            if not osp.isfile(state_path):
+                raise OptionError(f'path.resume_state: {state_path} does not exist.')
+        if state_path is None:
+            return None
+        use_cuda = opt['num_gpu'] != 0 and torch.cuda.is_available()
+        map_location = torch.device('cuda', torch.cuda.current_device()) if use_cuda else torch.device('cpu')
+        resume_state = torch.load(state_path, map_location=map_location, weights_only=True)
+        basicsr.train.check_resume(opt, resume_state['iter'])
+        return resume_state
+
+    basicsr.train.load_resume_state = load_resume_state
+
+
+def patch_check_resume() -> None:
+    """Replace ``basicsr.utils.misc.check_resume`` (also bound in ``basicsr.utils`` and ``basicsr.train``).
+
+    BasicSR's version rewrites every ``path.pretrain_network_*`` to ``models/net_*_<iter>.pth`` and every
+    ``param_key_*: params_ema`` to ``params``. For a teacher or an encoder, which are never saved, that points resume
+    at files that do not exist (and switches the teacher to the wrong weights). Ours rewrites a path only when the
+    run saved that network at the resume iteration, never for :data:`FROZEN_NETWORKS` or
+    ``path.ignore_resume_networks``, and changes ``param_key_*`` only for the rewritten networks.
+    """
+    import basicsr.train
+    import basicsr.utils
+    from basicsr.utils import misc
+
+    def check_resume(opt, resume_iter):
+        if not opt['path'].get('resume_state'):
+            return
+        ignored = set(FROZEN_NETWORKS) | set(opt['path'].get('ignore_resume_networks') or [])
+        for network in [key for key in opt if key.startswith('network_') and key not in ignored]:
+            basename = network[len('network_'):]
+            saved = osp.join(opt['path']['models'], f'net_{basename}_{resume_iter}.pth')
+            if not osp.isfile(saved):
+                if network == 'network_g':
+                    raise OptionError(f"resuming from {opt['path']['resume_state']} needs {saved}, which is missing.")
+                continue
+            opt['path'][f'pretrain_{network}'] = saved
+            print(f'Resume: set path.pretrain_{network} to {saved}', flush=True)
+            if opt['path'].get(f'param_key_{basename}') == 'params_ema':
+                opt['path'][f'param_key_{basename}'] = 'params'
+
+    check_resume.__doc__ = misc.check_resume.__doc__
+    misc.check_resume = check_resume
+    basicsr.utils.check_resume = check_resume
+    basicsr.train.check_resume = check_resume
+
+
+def patch_init_dist_pytorch() -> None:
+    """Replace ``basicsr.utils.dist_util._init_dist_pytorch`` (``init_dist`` looks it up as a module global).
+
+    BasicSR's version always calls ``torch.cuda.set_device`` (a ZeroDivisionError without a GPU) and
+    ``parse_options`` always asks for nccl, which has no CPU support. Ours uses nccl and the local rank's GPU when
+    CUDA is available, and gloo with no device call otherwise, so ``torchrun ... --launcher pytorch`` runs on CPU.
+    """
+    import torch
+    import torch.distributed as dist
+    from basicsr.utils import dist_util
+
+    def _init_dist_pytorch(backend, **kwargs):
+        if torch.cuda.is_available():
+            local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        else:
+            backend = 'gloo'
+        dist.init_process_group(backend=backend, **kwargs)
+
+    dist_util._init_dist_pytorch = _init_dist_pytorch
+
+
+def patch_model_to_device() -> None:
+    """Replace ``basicsr.models.base_model.BaseModel.model_to_device``.
+
+    BasicSR's version wraps with ``DistributedDataParallel(device_ids=[torch.cuda.current_device()])``, which fails
+    without CUDA. Ours passes ``device_ids=None`` for CPU models (gloo DDP), and is otherwise the same.
+    """
+    import torch
+    from basicsr.models.base_model import BaseModel
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    def model_to_device(self, net):
+        net = net.to(self.device)
+        if self.opt['dist']:
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(
+                net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    model_to_device.__doc__ = BaseModel.model_to_device.__doc__
+    BaseModel.model_to_device = model_to_device
+
+
+class _PipelineMainLoader:
+    """Stands in for the loader of ``basicsr.train`` / ``basicsr.test`` when runpy asks it for ``__main__`` code."""
+
+    def __init__(self, loader, module_name: str, pipeline: str):
+        self._loader = loader
+        self._module_name = module_name
+        self._pipeline = pipeline
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def get_code(self, fullname):
+        if fullname != self._module_name:
+            return self._loader.get_code(fullname)
+        source = (f'from dckd_basicsr.entry import run_pipeline\n'
+                  f'if __name__ == "__main__":\n'
+                  f'    run_pipeline({self._module_name!r}, {self._pipeline!r})\n')
+        return compile(source, f'<dckd_basicsr: python -m {self._module_name}>', 'exec')
+
+
+def patch_module_entry_points() -> None:
+    """Make ``python -m basicsr.train`` / ``python -m basicsr.test`` run the patched pipelines.
+
+    runpy executes ``basicsr/train.py`` as a fresh ``__main__`` module whose ``load_resume_state`` is a new copy of
+    BasicSR's, untouched by :func:`patch_load_resume_state`. runpy fetches that code from the loader of the
+    already-imported ``basicsr.train``; ours returns code that calls the imported module's ``train_pipeline`` (so
+    the patched globals apply) with the working directory as root, and reports option errors without a traceback.
+    """
+    for module_name, pipeline in (('basicsr.train', 'train_pipeline'), ('basicsr.test', 'test_pipeline')):
+        module = sys.modules[module_name]
+        spec = module.__spec__
+        if spec is not None and not isinstance(spec.loader, _PipelineMainLoader):
+            spec.loader = _PipelineMainLoader(spec.loader, module_name, pipeline)
+
+
+def apply_all() -> None:
+    """Apply every patch, the torchvision alias first. Safe to call more than once."""
+    alias_torchvision_functional_tensor()
+    import basicsr.utils.registry
+    if getattr(basicsr.utils.registry, '_dckd_patched', False):
+        return
+    patch_registry_get()
+    patch_parse_options()
+    patch_load_resume_state()
+    patch_check_resume()
+    patch_init_dist_pytorch()
+    patch_model_to_device()
+    patch_module_entry_points()
+    basicsr.utils.registry._dckd_patched = True
+

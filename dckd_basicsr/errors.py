@@ -1,0 +1,41 @@
+"""Errors caused by the user's option file or command line, and how the entry points report them."""
+import contextlib
+import difflib
+import sys
+from typing import Iterable, Iterator
+
+
+class OptionError(ValueError):
+    """A mistake in an option file, a command-line flag or a path it names.
+
+    The plugin's entry points print these as one message, without a traceback of BasicSR internals.
+    """
+
+
+class UnknownTypeError(OptionError, KeyError):
+    """A ``type`` (or ``model_type``) that no BasicSR registry knows. Also a ``KeyError``, as BasicSR raises."""
+
+    def __init__(self, registry: str, name: str, known: Iterable[str], plugin: Iterable[str] = (), where: str = ''):
+        known = sorted(known)
+        plugin = sorted(plugin)
+        lines = [f"{where + ': ' if where else ''}no {registry} named '{name}' is registered."]
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        if close:
+            lines.append(f'Did you mean: {", ".join(close)}?')
+        if plugin:
+            lines.append(f'dckd-basicsr {registry}s: {", ".join(plugin)}')
+        lines.append(f'All registered {registry}s: {", ".join(known)}')
+        super().__init__('\n'.join(lines))
+
+    def __str__(self) -> str:  # KeyError would print the message quoted, on one line
+        return self.args[0]
+
+
+@contextlib.contextmanager
+def report_option_errors(prog: str = 'dckd-basicsr') -> Iterator[None]:
+    """Turn an :class:`OptionError` into ``prog: error: <message>`` on stderr and exit status 2."""
+    try:
+        yield
+    except OptionError as error:
+        print(f'{prog}: error: {error}', file=sys.stderr, flush=True)
+        sys.exit(2)
