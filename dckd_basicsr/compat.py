@@ -10,6 +10,7 @@ from os import path as osp
 from typing import Any, Dict, Optional
 
 from dckd_basicsr.errors import OptionError, UnknownTypeError
+from dckd_basicsr.option_checks import check_options, registered_plugin_names
 
 # Networks that the plugin's models never train or save; resume must leave their checkpoint paths alone.
 FROZEN_NETWORKS = ('network_t', 'network_vqgan', 'network_his')
@@ -32,11 +33,6 @@ def alias_torchvision_functional_tensor() -> None:
         sys.modules['torchvision.transforms.functional_tensor'] = functional
 
 
-def registered_plugin_names(registry: Any) -> list:
-    """Names in a BasicSR registry whose objects come from this plugin."""
-    return sorted(name for name, obj in registry if getattr(obj, '__module__', '').startswith('dckd_basicsr'))
-
-
 def patch_registry_get() -> None:
     """Replace ``basicsr.utils.registry.Registry.get``.
 
@@ -55,47 +51,6 @@ def patch_registry_get() -> None:
         return obj
 
     Registry.get = get
-
-
-def check_option_types(opt: Dict[str, Any]) -> None:
-    """Check every ``type`` an option file names against BasicSR's registries, before anything is built.
-
-    Raises :class:`UnknownTypeError` naming the option key, so a typo is reported in one line instead of after the
-    datasets are loaded, deep inside ``build_model``.
-    """
-    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
-
-    def check(registry, name, where):
-        if name not in registry and f'{name}_basicsr' not in registry:
-            raise UnknownTypeError(registry._name, name, registry.keys(), registered_plugin_names(registry), where)
-
-    if 'model_type' in opt:
-        check(MODEL_REGISTRY, opt['model_type'], 'model_type')
-    for key, value in opt.items():
-        if key.startswith('network_') and isinstance(value, dict) and 'type' in value:
-            check(ARCH_REGISTRY, value['type'], f'{key}.type')
-    for phase, dataset_opt in (opt.get('datasets') or {}).items():
-        if isinstance(dataset_opt, dict) and 'type' in dataset_opt:
-            check(DATASET_REGISTRY, dataset_opt['type'], f'datasets.{phase}.type')
-    for key, value in (opt.get('train') or {}).items():
-        if key.endswith('_opt') and isinstance(value, dict) and 'type' in value:
-            check(LOSS_REGISTRY, value['type'], f'train.{key}.type')
-    for name, metric_opt in ((opt.get('val') or {}).get('metrics') or {}).items():
-        if isinstance(metric_opt, dict) and 'type' in metric_opt:
-            check(METRIC_REGISTRY, metric_opt['type'], f'val.metrics.{name}.type')
-
-
-def check_device_options(opt: Dict[str, Any]) -> None:
-    """Refuse GPU-only settings on a machine without CUDA, with the fix in the message."""
-    import torch
-    if torch.cuda.is_available():
-        return
-    if isinstance(opt.get('num_gpu'), int) and opt['num_gpu'] > 0:
-        raise OptionError(f"num_gpu: {opt['num_gpu']} but this machine has no CUDA GPU; "
-                          'set num_gpu: 0 (CPU) or num_gpu: auto.')
-    for phase, dataset_opt in (opt.get('datasets') or {}).items():
-        if isinstance(dataset_opt, dict) and dataset_opt.get('prefetch_mode') == 'cuda':
-            raise OptionError(f'datasets.{phase}.prefetch_mode: cuda needs a CUDA GPU; remove it or use cpu.')
 
 
 def _read_user_roots(opt_file: str) -> Dict[str, Optional[str]]:
@@ -127,9 +82,9 @@ def patch_parse_options() -> None:
     PyPI basicsr puts ``experiments/<name>`` and ``results/<name>`` under ``root_path``, which ``python -m
     basicsr.train`` derives from basicsr's own install location, so runs land inside site-packages; it also ignores
     ``path.experiments_root`` / ``path.results_root``. Ours puts them under the current working directory, or under
-    those two options when given (as parent folders, like BasicSR master), always as absolute paths. It also fails
-    early, with the option key in the message, on a missing option file, an unregistered type and GPU-only settings
-    on a machine without a GPU.
+    those two options when given (as parent folders, like BasicSR master), always as absolute paths. It also runs
+    :func:`dckd_basicsr.option_checks.check_options`, so mistakes fail before anything is built, with the option key
+    in the message.
     """
     import basicsr.test
     import basicsr.train
@@ -148,8 +103,7 @@ def patch_parse_options() -> None:
         key, default = ('experiments_root', 'experiments') if is_train else ('results_root', 'results')
         parent = roots[key] if roots[key] is not None else osp.join(cwd, default)
         _set_run_folders(opt, osp.abspath(osp.expanduser(parent)), is_train)
-        check_option_types(opt)
-        check_device_options(opt)
+        check_options(opt)
         return opt, args
 
     parse_options.__doc__ = original.__doc__

@@ -1,0 +1,99 @@
+"""Shared fixtures: tiny paired image folders made with cv2, BasicSR option files, and subprocess runners.
+
+Every test runs on CPU with data generated in a tmp dir; nothing here reads ../shared/data.
+"""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+
+
+def make_pairs(root: Path, count: int = 4, size: int = 48, scale: int = 2, seed: int = 0) -> Dict[str, str]:
+    """Write ``count`` smooth random HR images and their x``scale`` downscaled LR images as PNG folders."""
+    rng = np.random.default_rng(seed)
+    hr_dir, lr_dir = root / 'hr', root / 'lr'
+    hr_dir.mkdir(parents=True, exist_ok=True)
+    lr_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        hr = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (5, 5), 1.5)
+        cv2.imwrite(str(hr_dir / f'{i:04d}.png'), hr)
+        cv2.imwrite(str(lr_dir / f'{i:04d}.png'), cv2.resize(hr, (size // scale, size // scale),
+                                                               interpolation=cv2.INTER_AREA))
+    return {'gt': str(hr_dir), 'lq': str(lr_dir)}
+
+
+def sr_train_options(data: Dict[str, str], name: str = 'toy_sr', total_iter: int = 10, **updates: Any) -> dict:
+    """A complete BasicSR training option dict for a tiny MSRResNet x2 on the folders of :func:`make_pairs`."""
+    opt = {
+        'name': name,
+        'model_type': 'SRModel',
+        'scale': 2,
+        'num_gpu': 0,
+        'manual_seed': 0,
+        'datasets': {
+            'train': {
+                'name': 'toy', 'type': 'PairedImageDataset', 'dataroot_gt': data['gt'], 'dataroot_lq': data['lq'],
+                'io_backend': {'type': 'disk'}, 'gt_size': 32, 'use_hflip': True, 'use_rot': True,
+                'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1
+            },
+            'val': {
+                'name': 'toyval', 'type': 'PairedImageDataset', 'dataroot_gt': data['gt'], 'dataroot_lq': data['lq'],
+                'io_backend': {'type': 'disk'}
+            },
+        },
+        'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
+                      'upscale': 2},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'ema_decay': 0.9,
+            'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+            'total_iter': total_iter,
+            'warmup_iter': -1,
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+        },
+        'val': {'val_freq': total_iter, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}},
+        'logger': {'print_freq': 5, 'save_checkpoint_freq': 5, 'use_tb_logger': False},
+    }
+    for dotted, value in updates.items():
+        node = opt
+        keys = dotted.split('__')
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return opt
+
+
+def write_options(path: Path, opt: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(copy.deepcopy(opt), sort_keys=False))
+    return str(path)
+
+
+def run(args: List[str], cwd: Path, timeout: int = 300, env: Optional[dict] = None,
+        check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command the way a user would (fresh interpreter), capturing output; fail with its output shown."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    full_env.update(env or {})
+    proc = subprocess.run(args, cwd=str(cwd), env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{args} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n'
+                             f'--- stderr\n{proc.stderr[-4000:]}')
+    return proc
+
+
+@pytest.fixture
+def toy_data(tmp_path: Path) -> Dict[str, str]:
+    return make_pairs(tmp_path / 'data')
