@@ -53,10 +53,13 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.9',
-    packages=find_packages(include=['dckd_basicsr', 'dckd_basicsr.*']),
+    # datasets_prep is importable so that dckd-demo builds its data with the same code; the demo's option templates
+    # ship inside the package for non-editable installs (the source tree's options/demo is used when present).
+    packages=find_packages(include=['dckd_basicsr', 'dckd_basicsr.*', 'datasets_prep']) + ['dckd_basicsr.demo_options'],
+    package_dir={'dckd_basicsr.demo_options': 'options/demo'},
     py_modules=['dckd_basicsr_hook'],
     include_package_data=True,
-    package_data={'dckd_basicsr': ['options/*/*.yml', 'options/*/*/*.yml']},
+    package_data={'dckd_basicsr.demo_options': ['*.yml']},
     install_requires=[
         'torch>=2.1',
         'torchvision>=0.16',
@@ -73,6 +76,8 @@ setup(
         'console_scripts': [
             'dckd-train=dckd_basicsr.train:main',
             'dckd-test=dckd_basicsr.test:main',
+            'dckd-demo=dckd_basicsr.demo:main',
+            'dckd-convert=dckd_basicsr.convert:cli',
         ],
     },
     cmdclass={'build_py': BuildWithHook, 'editable_wheel': EditableWithHook},
