@@ -1,0 +1,365 @@
+"""``dckd-demo``: a real DCKD distillation on photos bundled with scikit-image, on a laptop CPU, nothing downloaded.
+
+Stages (each reused when re-run, once finished):
+
+1. data: ``datasets_prep/make_demo_data.py`` builds a training LMDB of sub-images and a held-out test folder;
+2. teacher: an SRResNet (BasicSR's MSRResNet, 6 blocks of 32 channels) trained by BasicSR's own pipeline (``options/demo/train_demo_SRResNet_teacher.yml``);
+3. students: one compact SRResNet (2 blocks of 16 channels), same seed and iterations, trained three ways: from scratch, with logits KD and with
+   DCKD (``options/demo/train_demo_SRResNet_student_{Scratch,Logits,DCKD}.yml``);
+4. evaluation on the held-out photos (PSNR/SSIM on the Y channel, BasicSR's metrics), ``summary.md`` and
+   ``comparison.png`` (the same crop from every method, and the students' loss curves).
+
+Every run is an ordinary BasicSR experiment under ``<out>/experiments``, driven by an option file written to
+``<out>/results/demo/options`` from the templates in ``options/demo`` with only the scale, iterations, device and
+(with ``--vqgan``) the encoder changed. Without ``--vqgan`` the VQGAN encoder is randomly initialised: the summary
+says so, since the paper's DCKD relies on a pre-trained encoder.
+"""
+import argparse
+import copy
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from os import path as osp
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from dckd_basicsr.errors import OptionError, report_option_errors
+
+METHODS = ('Scratch', 'Logits', 'DCKD')
+TEACHER = 'teacher'
+ITER_RE = re.compile(r'\[epoch:\s*\d+, iter:\s*([\d,]+), lr:\([^)]*\)\][^\n]*?\]\s*(.*)$')
+LOSS_RE = re.compile(r'(\w+): ([-+\d.e]+|nan|inf)')
+# Full and --fast run lengths: iterations for the teacher and for each student.
+SCHEDULES = {'full': {'teacher': 800, 'student': 500}, 'fast': {'teacher': 30, 'student': 15}}
+FULL_VQGAN = {'embed_dim': 256, 'n_embed': 1024,
+              'ddconfig': {'double_z': False, 'z_channels': 256, 'resolution': 256, 'in_channels': 3, 'out_ch': 3,
+                           'ch': 128, 'ch_mult': [1, 1, 2, 2, 4], 'num_res_blocks': 2, 'attn_resolutions': [16],
+                           'dropout': 0.0}}
+
+
+def options_dir() -> str:
+    """``options/demo`` of the source tree, or the copy installed with the package (non-editable installs)."""
+    here = osp.dirname(osp.abspath(__file__))
+    for candidate in (osp.join(osp.dirname(here), 'options', 'demo'), osp.join(here, 'demo_options')):
+        if osp.isdir(candidate):
+            return candidate
+    raise OptionError('options/demo not found: reinstall dckd-basicsr (pip install -e .) from its source tree.')
+
+
+def load_template(name: str) -> dict:
+    with open(osp.join(options_dir(), f'train_demo_SRResNet_{name}.yml')) as f:
+        return yaml.safe_load(f)
+
+
+def run_name(method: str, scale: int) -> str:
+    return f'demo_SRResNet_x{scale}_{method}'
+
+
+def concrete_options(method: str, args: argparse.Namespace, iters: int) -> dict:
+    """A demo template with the run's scale, length, device, seed and encoder filled in."""
+    opt = load_template(TEACHER if method == TEACHER else f'student_{method}')
+    scale = args.scale
+    opt['name'] = run_name(method, scale)
+    opt['scale'] = scale
+    opt['manual_seed'] = args.seed
+    opt['num_gpu'] = {'cpu': 0, 'cuda': 1}.get(args.device, 'auto')
+    for key in ('network_g', 'network_t'):
+        if isinstance(opt.get(key), dict):
+            opt[key]['upscale'] = scale
+    train_set = opt['datasets']['train']
+    train_set['dataroot_lq'] = re.sub(r'_X\d_', f'_X{scale}_', train_set['dataroot_lq'])
+    train_set['gt_size'] = train_set['gt_size'] // 2 * scale  # templates are written for x2
+    for phase, dataset in opt['datasets'].items():
+        if phase.startswith('val'):
+            dataset['dataroot_lq'] = re.sub(r'X\d$', f'X{scale}', dataset['dataroot_lq'])
+            dataset['filename_tmpl'] = f'{{}}x{scale}'
+    for metric in opt['val']['metrics'].values():
+        metric['crop_border'] = scale
+    if 'pretrain_network_t' in opt['path']:
+        opt['path']['pretrain_network_t'] = osp.join('experiments', run_name(TEACHER, scale), 'models',
+                                                     'net_g_latest.pth')
+    opt['train']['total_iter'] = iters
+    # EMA horizon of about a tenth of the run (0.999 suits 250k iterations; over 500 it would keep the init weights)
+    opt['train']['ema_decay'] = round(min(0.999, 1 - 10 / iters), 4)
+    opt['train']['scheduler']['milestones'] = [int(iters * 0.75)]
+    opt['val']['val_freq'] = iters
+    opt['logger']['save_checkpoint_freq'] = iters
+    opt['logger']['print_freq'] = max(1, min(50, iters // 20))
+    if method == 'DCKD' and args.vqgan:
+        opt['network_vqgan'] = dict(type='VQGAN', **copy.deepcopy(FULL_VQGAN))
+        opt['path']['pretrain_network_vqgan'] = osp.abspath(args.vqgan)
+        opt['path']['param_key_vqgan'] = 'state_dict'
+        opt['path']['strict_load_vqgan'] = False
+        opt['train'].pop('allow_random_vqgan', None)
+    return opt
+
+
+def train(method: str, args: argparse.Namespace, iters: int, report_dir: str) -> str:
+    """Train one run through ``python -m dckd_basicsr.train`` (BasicSR's pipeline), with a progress bar."""
+    name = run_name(method, args.scale)
+    experiment = osp.join(args.out, 'experiments', name)
+    final = osp.join(experiment, 'models', 'net_g_latest.pth')
+    if osp.isfile(final):
+        tqdm.write(f'[demo] {name}: finished earlier, reused ({experiment})')
+        return experiment
+    opt = concrete_options(method, args, iters)
+    opt_file = osp.join(report_dir, 'options', f'{name}.yml')
+    os.makedirs(osp.dirname(opt_file), exist_ok=True)
+    with open(opt_file, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    if osp.isdir(experiment):  # an interrupted earlier attempt: continue it
+        extra = ['--auto_resume']
+    else:
+        extra = []
+    command = [sys.executable, '-m', 'dckd_basicsr.train', '-opt', osp.abspath(opt_file)] + extra
+    log_path = osp.join(report_dir, f'{name}.stdout.log')
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    with open(log_path, 'w') as log, tqdm(total=iters, desc=f'{method:>8}', unit='it', dynamic_ncols=True) as bar:
+        process = subprocess.Popen(command, cwd=args.out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=env)
+        for line in process.stdout:
+            log.write(line)
+            match = ITER_RE.search(line)
+            if match:
+                bar.update(int(match.group(1).replace(',', '')) - bar.n)
+        code = process.wait()
+        if code == 0:
+            bar.update(iters - bar.n)
+    if code != 0:
+        with open(log_path) as f:
+            tail = ''.join(f.readlines()[-25:])
+        raise RuntimeError(f'training {name} failed (exit {code}); its output is in {log_path}:\n{tail}')
+    return experiment
+
+
+def read_loss_curves(experiment: str) -> Dict[str, List[tuple]]:
+    """``{loss name: [(iter, value), ...]}`` from the BasicSR train log of a run (the newest one)."""
+    logs = sorted(f for f in os.listdir(experiment) if f.startswith('train_') and f.endswith('.log'))
+    curves: Dict[str, List[tuple]] = {}
+    for log_name in logs:
+        with open(osp.join(experiment, log_name)) as f:
+            for line in f:
+                match = ITER_RE.search(line)
+                if not match:
+                    continue
+                step = int(match.group(1).replace(',', ''))
+                for loss, value in LOSS_RE.findall(match.group(2)):
+                    curves.setdefault(loss, []).append((step, float(value)))
+    return curves
+
+
+def _load_network(experiment: str):
+    """The run's generator (EMA weights when saved) built from the option file BasicSR copied into the run."""
+    import torch
+    from basicsr.archs import build_network
+    opt_files = [f for f in os.listdir(experiment) if f.endswith('.yml')]
+    with open(osp.join(experiment, opt_files[0])) as f:
+        opt = yaml.safe_load(f)
+    net = build_network(opt['network_g'])
+    checkpoint = torch.load(osp.join(experiment, 'models', 'net_g_latest.pth'), map_location='cpu', weights_only=True)
+    net.load_state_dict(checkpoint.get('params_ema', checkpoint['params']))
+    return net.eval()
+
+
+def evaluate(runs: Dict[str, str], test_dir: str, scale: int, device: str) -> Dict[str, Dict[str, object]]:
+    """PSNR/SSIM (Y channel, border = scale, BasicSR's metrics) of bicubic and each run on the held-out photos."""
+    import torch
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    from basicsr.utils import img2tensor, tensor2img
+    from basicsr.utils.matlab_functions import imresize
+
+    torch_device = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available())
+                                else 'cpu')
+    hr_dir, lr_dir = osp.join(test_dir, 'HR'), osp.join(test_dir, 'LR_bicubic', f'X{scale}')
+    names = sorted(osp.splitext(f)[0] for f in os.listdir(hr_dir) if f.endswith('.png'))
+    networks = {label: _load_network(path).to(torch_device) for label, path in runs.items()}
+    results = {label: {'psnr': [], 'ssim': [], 'images': {}} for label in ['Bicubic'] + list(runs)}
+    for name in names:
+        lq = cv2.imread(osp.join(lr_dir, f'{name}x{scale}.png'), cv2.IMREAD_COLOR)
+        gt = cv2.imread(osp.join(hr_dir, f'{name}.png'), cv2.IMREAD_COLOR)
+        gt = gt[:lq.shape[0] * scale, :lq.shape[1] * scale]
+        outputs = {'Bicubic': np.clip(np.round(imresize(lq.astype(np.float64) / 255., scale) * 255.), 0,
+                                      255).astype(np.uint8)}
+        lq_tensor = img2tensor(lq.astype(np.float32) / 255., bgr2rgb=True, float32=True)[None].to(torch_device)
+        with torch.no_grad():
+            for label, net in networks.items():
+                outputs[label] = tensor2img(net(lq_tensor).cpu())
+        for label, image in outputs.items():
+            results[label]['psnr'].append(calculate_psnr(image, gt, crop_border=scale, test_y_channel=True))
+            results[label]['ssim'].append(calculate_ssim(image, gt, crop_border=scale, test_y_channel=True))
+            results[label]['images'][name] = image
+        results.setdefault('HR', {'images': {}})['images'][name] = gt
+    for label in ['Bicubic'] + list(runs):
+        results[label]['mean_psnr'] = float(np.mean(results[label]['psnr']))
+        results[label]['mean_ssim'] = float(np.mean(results[label]['ssim']))
+    results['names'] = names
+    return results
+
+
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    band = np.full((22, tile.shape[1], 3), 255, np.uint8)
+    cv2.putText(band, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([tile, band], axis=0)
+
+
+def _plot_curves(curves: Dict[str, List[tuple]], width: int, height: int = 260) -> np.ndarray:
+    """Reconstruction loss (``l_pix``) of each student against iterations, drawn with cv2."""
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    colours = {'Scratch': (40, 40, 200), 'Logits': (40, 160, 40), 'DCKD': (200, 80, 20)}
+    series = {m: c for m, c in curves.items() if c}
+    cv2.putText(canvas, 'students: l_pix (L1 to ground truth) vs iteration', (10, 18), cv2.FONT_HERSHEY_SIMPLEX,
+                0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    if not series:
+        return canvas
+    left, right, top, bottom = 60, width - 20, 30, height - 30
+    max_iter = max(s for c in series.values() for s, _ in c)
+    values = [v for c in series.values() for _, v in c if math.isfinite(v)]
+    low, high = min(values), max(values)
+    high = high if high > low else low + 1e-6
+    cv2.rectangle(canvas, (left, top), (right, bottom), (0, 0, 0), 1)
+    for frac in (0.0, 0.5, 1.0):
+        y = int(bottom - frac * (bottom - top))
+        cv2.putText(canvas, f'{low + frac * (high - low):.3f}', (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(canvas, f'{max_iter}', (right - 30, bottom + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    for index, (method, points) in enumerate(series.items()):
+        xy = np.array([[left + (right - left) * s / max(1, max_iter), bottom - (bottom - top) * (v - low) / (high - low)]
+                       for s, v in points if math.isfinite(v)], np.int32)
+        cv2.polylines(canvas, [xy.reshape(-1, 1, 2)], False, colours.get(method, (0, 0, 0)), 2, cv2.LINE_AA)
+        cv2.putText(canvas, method, (right - 90, top + 18 + 16 * index), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    colours.get(method, (0, 0, 0)), 1, cv2.LINE_AA)
+    return canvas
+
+
+def draw_comparison(results: dict, labels: Sequence[str], curves: Dict[str, List[tuple]], path: str,
+                    crop: int = 96) -> None:
+    """One crop of the first test photo from every method with its PSNR, above the students' loss curves."""
+    name = results['names'][0]
+    gt = results['HR']['images'][name]
+    y, x = (gt.shape[0] - crop) // 2, (gt.shape[1] - crop) // 2
+    tiles = [_label(cv2.resize(gt[y:y + crop, x:x + crop], (crop * 2, crop * 2), interpolation=cv2.INTER_NEAREST),
+                    'HR')]
+    for label in labels:
+        image = results[label]['images'][name][y:y + crop, x:x + crop]
+        psnr = results[label]['psnr'][0]
+        tiles.append(_label(cv2.resize(image, (crop * 2, crop * 2), interpolation=cv2.INTER_NEAREST),
+                            f'{label} {psnr:.2f} dB'))
+    row = np.concatenate([np.pad(t, ((4, 4), (4, 4), (0, 0)), constant_values=255) for t in tiles], axis=1)
+    figure = np.concatenate([row, _plot_curves(curves, row.shape[1])], axis=0)
+    cv2.imwrite(path, figure)
+
+
+def write_summary(results: dict, labels: Sequence[str], args: argparse.Namespace, sizes: Dict[str, int],
+                  iters: Dict[str, int], seconds: float, path: str) -> str:
+    lines = [f'# dckd-demo summary (x{args.scale}, seed {args.seed}{", --fast" if args.fast else ""})', '']
+    lines.append('| method | params | iterations | PSNR (Y) | SSIM (Y) |')
+    lines.append('|---|---|---|---|---|')
+    for label in ['Bicubic'] + list(labels):
+        size = f'{sizes[label] / 1e3:.1f}k' if label in sizes else '-'
+        steps = str(iters.get(label, '-'))
+        lines.append(f"| {label} | {size} | {steps} | {results[label]['mean_psnr']:.2f} | "
+                     f"{results[label]['mean_ssim']:.4f} |")
+    lines += ['', f"Held-out photos: {', '.join(results['names'])} (not used for training).", '']
+    dckd, logits = results['DCKD']['mean_psnr'], results['Logits']['mean_psnr']
+    verdict = 'beats' if dckd > logits else 'does not beat'
+    lines.append(f'At this scale DCKD {verdict} logits KD: {dckd:.2f} dB against {logits:.2f} dB '
+                 f'({dckd - logits:+.2f} dB). Differences this small at demo size are within seed-to-seed noise; '
+                 'see benchmarks/RESULTS.md for several seeds.')
+    if args.vqgan:
+        lines.append(f'The VQGAN encoder is the pre-trained checkpoint {args.vqgan}.')
+    else:
+        lines.append('Caveat: no pre-trained VQGAN was given (--vqgan PATH), so the DCKD run used a small, randomly '
+                     'initialised VQGAN encoder. Its features and codebook carry no learned image statistics, so '
+                     'this run exercises the whole DCKD pipeline but not the paper\'s setting.')
+    lines += ['', f'Total time: {seconds / 60:.1f} min. Runs: {osp.join(args.out, "experiments")}.', '']
+    text = '\n'.join(lines)
+    with open(path, 'w') as f:
+        f.write(text)
+    return text
+
+
+def write_random_vqgan(args: argparse.Namespace, path: str) -> str:
+    """Save a randomly initialised encoder for the DCKD template (seeded), so the stand-in is explicit on disk."""
+    import torch
+    from basicsr.archs import build_network
+    if not osp.isfile(path):
+        torch.manual_seed(args.seed)
+        net = build_network(load_template('student_DCKD')['network_vqgan'])
+        torch.save({'params': net.state_dict()}, path)
+    return path
+
+
+def parameter_count(experiment: str) -> int:
+    return sum(p.numel() for p in _load_network(experiment).parameters())
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='dckd-demo', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default='.', help='root for datasets/, experiments/ and results/demo (default: .)')
+    parser.add_argument('--scale', type=int, default=2, choices=(2, 4))
+    parser.add_argument('--iters', type=int, default=None,
+                        help='iterations per student (teacher: about twice); default 500, 15 with --fast')
+    parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--fast', action='store_true', help='a ~1-minute smoke version (used by the tests)')
+    parser.add_argument('--vqgan', default=None, help='a taming-transformers VQGAN checkpoint (f16, 1024 codes)')
+    args = parser.parse_args(argv)
+    args.out = osp.abspath(args.out)
+    if args.vqgan and not osp.isfile(args.vqgan):
+        raise OptionError(f'--vqgan {args.vqgan}: no such file.')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    with report_option_errors(prog='dckd-demo'):
+        args = parse_args(argv)
+        run_demo(args)
+
+
+def run_demo(args: argparse.Namespace) -> dict:
+    import dckd_basicsr  # noqa: F401
+    schedule = dict(SCHEDULES['fast' if args.fast else 'full'])
+    if args.iters:
+        schedule = {'teacher': 2 * args.iters, 'student': args.iters}
+    started = time.time()
+    report_dir = osp.join(args.out, 'results', 'demo')
+    os.makedirs(report_dir, exist_ok=True)
+
+    from datasets_prep import make_demo_data
+    data_root = osp.join(args.out, 'datasets', 'demo')
+    tqdm.write(f'[demo] data: {data_root}')
+    make_demo_data.main(['--out', data_root, '--scales', str(args.scale)])
+
+    tqdm.write(f"[demo] teacher: {schedule['teacher']} iterations")
+    runs = {'Teacher': train(TEACHER, args, schedule['teacher'], report_dir)}
+    if not args.vqgan:
+        path = write_random_vqgan(args, osp.join(report_dir, 'random_vqgan_encoder.pth'))
+        tqdm.write(f'[demo] no --vqgan given: DCKD uses a small RANDOMLY INITIALISED VQGAN encoder ({path}); '
+                   'see the caveat in the summary')
+    for method in METHODS:
+        tqdm.write(f"[demo] student {method}: {schedule['student']} iterations")
+        runs[method] = train(method, args, schedule['student'], report_dir)
+
+    tqdm.write('[demo] evaluating on the held-out photos')
+    results = evaluate(runs, osp.join(data_root, 'Benchmark_SR', 'Demo'), args.scale, args.device)
+    labels = ['Teacher'] + list(METHODS)
+    curves = {method: read_loss_curves(runs[method]).get('l_pix', []) for method in METHODS}
+    draw_comparison(results, ['Bicubic'] + labels, curves, osp.join(report_dir, 'comparison.png'))
+    sizes = {label: parameter_count(runs[label]) for label in labels}
+    iters = {'Teacher': schedule['teacher'], **{m: schedule['student'] for m in METHODS}}
+    text = write_summary(results, labels, args, sizes, iters, time.time() - started,
+                         osp.join(report_dir, 'summary.md'))
+    print(text)
+    print(f'[demo] wrote {osp.join(report_dir, "summary.md")} and {osp.join(report_dir, "comparison.png")}')
+    return results
+
+
+if __name__ == '__main__':
+    main()
