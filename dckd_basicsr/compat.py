@@ -234,6 +234,51 @@ def patch_model_to_device() -> None:
     BaseModel.model_to_device = model_to_device
 
 
+# The optimizers BasicSR master's get_optimizer accepts.
+OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')
+
+
+def patch_get_optimizer() -> None:
+    """Replace ``basicsr.models.base_model.BaseModel.get_optimizer``.
+
+    BasicSR 1.4.2 builds only ``Adam`` and raises ``NotImplementedError`` for anything else, yet NAFNet and Restormer
+    train with AdamW. Ours builds the optimizers BasicSR master accepts and names the option on a typo.
+    """
+    import torch
+    from basicsr.models.base_model import BaseModel
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        if optim_type not in OPTIMIZERS:
+            raise OptionError(f"train.optim_g.type: {optim_type} is not supported; use one of {', '.join(OPTIMIZERS)}.")
+        return getattr(torch.optim, optim_type)(params, lr, **kwargs)
+
+    BaseModel.get_optimizer = get_optimizer
+
+
+def patch_build_model_progressive() -> None:
+    """Wrap ``basicsr.models.build_model`` (also bound in ``basicsr.train``) to attach progressive patch training.
+
+    BasicSR 1.4.2 silently ignores Restormer's ``datasets.train.mini_batch_sizes`` / ``gt_sizes`` / ``iters``; the
+    wrapper hands every built model to :func:`dckd_basicsr.progressive.attach_progressive_patches`, which does
+    nothing unless those keys are set.
+    """
+    import basicsr.models
+    import basicsr.train
+    from dckd_basicsr.progressive import attach_progressive_patches
+
+    original = basicsr.models.build_model
+
+    def build_model(opt):
+        model = original(opt)
+        if opt.get('is_train'):
+            attach_progressive_patches(model, opt)
+        return model
+
+    build_model.__doc__ = original.__doc__
+    basicsr.models.build_model = build_model
+    basicsr.train.build_model = build_model
+
+
 class _PipelineMainLoader:
     """Stands in for the loader of ``basicsr.train`` / ``basicsr.test`` when runpy asks it for ``__main__`` code."""
 
@@ -281,6 +326,8 @@ def apply_all() -> None:
     patch_check_resume()
     patch_init_dist_pytorch()
     patch_model_to_device()
+    patch_get_optimizer()
+    patch_build_model_progressive()
     patch_module_entry_points()
     basicsr.utils.registry._dckd_patched = True
 

@@ -1,0 +1,382 @@
+"""Collect the validation PSNR/SSIM of BasicSR runs into the paper's tables, next to the paper's own numbers.
+
+``python -m dckd_basicsr.results experiments/ [more folders or .log files] --out results.md [--pick best|last]``
+
+Every run folder (a folder holding ``train_*.log`` or ``test_*.log`` files, as BasicSR writes them under
+``experiments/<name>/`` and ``results/<name>/``) gives one row: its log files are read in time order and every
+``Validation <dataset>`` message of BasicSR's ``SRModel`` (``# psnr: 30.1234  Best: ... @ N iter`` lines) is one
+validation. ``--pick best`` takes, per dataset, the validation with the highest PSNR (its SSIM comes from the same
+validation, not BasicSR's separately tracked best SSIM); ``--pick last`` the last one. Folders whose name contains
+``_archived_`` (BasicSR's renamed older runs of the same name) are skipped.
+
+Rows are grouped in blocks (backbone, task, scale) with methods as rows and datasets as columns, as in the paper's
+Tables 2-4. Backbone, task, scale and method come from the run name, by this convention (tokens split on ``_``,
+case-insensitive, other tokens ignored, e.g. a leading ``001``)::
+
+    <Backbone>_SRx<scale>_<Method>      e.g. RCAN_SRx4_DCKD, 001_SwinIR_SRx2_Logits_seed1
+    <Backbone>_Deblur_<Method>          GoPro, scale 1 (``GoPro`` is accepted for ``Deblur``)
+    <Backbone>_Derain_<Method>          Rain13K, scale 1 (``Rain13K`` is accepted for ``Derain``)
+
+Methods: Teacher, Scratch, Logits, FAKD, MiPKD, DUKD, DCR (DCR only), DMM (DMM only), DCKD, DCKDstar (DCKD*; also
+``DCKD+``). Whatever the name does not say is read from the option file BasicSR copies into the run folder:
+``network_g.type`` (backbone), ``scale``, the validation set names (task), and the loss blocks (method: ``cl_opt`` +
+``ce_opt`` is DCKD, with ``lcr_opt`` DCKD*; a KD model with neither is Logits; ``model_type: SRModel`` is Scratch).
+"""
+import argparse
+import glob
+import math
+import os
+import re
+import sys
+from os import path as osp
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from dckd_basicsr.errors import OptionError, report_option_errors
+
+Metrics = Tuple[Optional[float], Optional[float]]  # (PSNR, SSIM); None where the paper gives none
+
+SR_DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
+DEBLUR_DATASETS = ('GoPro', )
+DERAIN_DATASETS = ('Test100', 'Rain100H', 'Rain100L', 'Test2800', 'Test1200')
+METHODS = ('Teacher', 'Scratch', 'Logits', 'FAKD', 'MiPKD', 'DUKD', 'DCR only', 'DMM only', 'DCKD', 'DCKD*')
+BACKBONES = ('SwinIR', 'RCAN', 'NAFNet', 'Restormer', 'EDSR')
+
+
+def _row(datasets: Sequence[str], values: Sequence[Metrics]) -> Dict[str, Metrics]:
+    return dict(zip(datasets, values))
+
+
+# The paper's numbers (Zhou et al., AAAI 2025), as restated in the project's PAPER.md: Table 2 (SR, Y channel),
+# Table 3 (GoPro, RGB), Table 4 (deraining, Y) and the RCAN x2 Urban100 ablation (PSNR only).
+# Keys: (backbone, task, scale) -> method -> dataset -> (PSNR, SSIM).
+_SR4 = SR_DATASETS[:4]
+PAPER_RESULTS: Dict[Tuple[str, str, int], Dict[str, Dict[str, Metrics]]] = {
+    ('SwinIR', 'SR', 4): {
+        'Teacher': _row(_SR4, [(32.72, .9021), (28.94, .7914), (27.83, .7459), (27.07, .8164)]),
+        'Scratch': _row(_SR4, [(32.31, .8955), (28.67, .7833), (27.61, .7379), (26.15, .7884)]),
+        'Logits': _row(_SR4, [(32.27, .8954), (28.67, .7833), (27.62, .7380), (26.15, .7887)]),
+        'FAKD': _row(_SR4, [(32.22, .8950), (28.65, .7831), (27.61, .7380), (26.09, .7870)]),
+        'MiPKD': _row(_SR4, [(32.39, .8971), (28.76, .7854), (27.68, .7403), (26.37, .7956)]),
+        'DCKD': _row(_SR4, [(32.49, .8991), (28.82, .7877), (27.72, .7422), (26.53, .8007)]),
+        'DCKD*': _row(_SR4, [(32.51, .8992), (28.88, .7890), (27.74, .7430), (26.62, .8032)]),
+    },
+    ('RCAN', 'SR', 4): {
+        'Teacher': _row(_SR4, [(32.63, .9002), (28.87, .7889), (27.77, .7436), (26.82, .8087)]),
+        'Scratch': _row(_SR4, [(32.38, .8971), (28.69, .7842), (27.63, .7379), (26.36, .7947)]),
+        'Logits': _row(_SR4, [(32.45, .8980), (28.76, .7860), (27.67, .7400), (26.49, .7982)]),
+        'DCKD': _row(_SR4, [(32.56, .8995), (28.82, .7877), (27.73, .7423), (26.69, .8041)]),
+        'DCKD*': _row(_SR4, [(32.58, .8996), (28.86, .7885), (27.74, .7425), (26.74, .8054)]),
+    },
+    ('SwinIR', 'SR', 2): {
+        'DCKD': _row(_SR4, [(38.17, .9613), (33.85, .9205), (32.31, .9017), (32.59, .9330)]),
+    },
+    ('RCAN', 'SR', 2): {
+        'Logits': {'Urban100': (32.67, None)},
+        'DCR only': {'Urban100': (32.83, None)},
+        'DMM only': {'Urban100': (32.81, None)},
+        'DCKD': _row(_SR4, [(38.25, .9615), (34.01, .9213), (32.35, .9019), (32.92, .9351)]),
+    },
+    ('NAFNet', 'Deblur', 1): {
+        'Teacher': {'GoPro': (32.87, .9606)},
+        'Scratch': {'GoPro': (31.17, .9457)},
+        'Logits': {'GoPro': (31.26, .9464)},
+        'DCKD': {'GoPro': (31.43, .9487)},
+    },
+    ('Restormer', 'Deblur', 1): {
+        'Teacher': {'GoPro': (32.92, .9610)},
+        'Scratch': {'GoPro': (31.57, .9497)},
+        'Logits': {'GoPro': (31.61, .9501)},
+        'DCKD': {'GoPro': (31.78, .9521)},
+    },
+    ('Restormer', 'Derain', 1): {
+        'Logits': {'Rain100L': (37.17, .9712)},
+        'DCKD': {'Rain100L': (38.02, .9762)},
+    },
+}
+
+_METHOD_TOKENS = {
+    'teacher': 'Teacher', 'scratch': 'Scratch', 'baseline': 'Scratch', 'logits': 'Logits', 'logitskd': 'Logits',
+    'kd': 'Logits', 'fakd': 'FAKD', 'mipkd': 'MiPKD', 'dukd': 'DUKD', 'dcr': 'DCR only', 'dcronly': 'DCR only',
+    'dmm': 'DMM only', 'dmmonly': 'DMM only', 'dckd': 'DCKD', 'dckd*': 'DCKD*', 'dckdstar': 'DCKD*', 'dckd+': 'DCKD*'
+}
+_DATASET_ALIASES = {'bsd100': 'B100', 'bsds100': 'B100', 'b100': 'B100', 'set5': 'Set5', 'set14': 'Set14',
+                    'urban100': 'Urban100', 'manga109': 'Manga109'}
+_BACKBONE_TYPES = {'nafnetlocal': 'NAFNet'}
+
+_ITER_RE = re.compile(r'\[[^\]]*epoch:\s*-?\d+, iter:\s*([\d,]+)')
+_VALIDATION_RE = re.compile(r'INFO: Validation (.+?)\s*$')
+_METRIC_RE = re.compile(r'^\s*# ([\w.-]+): (-?(?:\d+(?:\.\d*)?|nan|inf))(?:\s+Best: (-?[\d.]+|nan|inf) @ (\d+) iter)?')
+_LOG_TIME_RE = re.compile(r'_(\d{8}_\d{6})\.log$')
+
+
+def canonical_dataset(name: str) -> str:
+    """``BSD100`` -> ``B100``, ``gopro_test`` -> ``GoPro``; other names unchanged."""
+    key = name.strip().lower()
+    if key in _DATASET_ALIASES:
+        return _DATASET_ALIASES[key]
+    if key.startswith('gopro'):
+        return 'GoPro'
+    return name.strip()
+
+
+def parse_log(lines: Iterable[str]) -> List[Dict[str, Any]]:
+    """Validation records of one BasicSR log, in order: ``{'dataset', 'iter', 'metrics': {name: value}}``.
+
+    ``iter`` is the iteration of the last training message before the validation (BasicSR validates right after
+    logging when ``val_freq`` is a multiple of ``print_freq``), or the largest ``Best: ... @ N iter`` of the
+    validation when no training message came first (test logs, or ``print_freq`` larger than ``val_freq``).
+    """
+    records: List[Dict[str, Any]] = []
+    current_iter: Optional[int] = None
+    record: Optional[Dict[str, Any]] = None
+    for line in lines:
+        match = _VALIDATION_RE.search(line)
+        if match:
+            record = {'dataset': canonical_dataset(match.group(1)), 'iter': current_iter, 'metrics': {}}
+            records.append(record)
+            continue
+        match = _METRIC_RE.match(line)
+        if match and record is not None:
+            record['metrics'][match.group(1)] = float(match.group(2))
+            if match.group(4) is not None and current_iter is None:
+                best_iter = int(match.group(4))
+                record['iter'] = best_iter if record['iter'] is None else max(record['iter'], best_iter)
+            continue
+        record = None
+        match = _ITER_RE.search(line)
+        if match:
+            current_iter = int(match.group(1).replace(',', ''))
+    return [r for r in records if r['metrics']]
+
+
+def _log_sort_key(path: str) -> Tuple[str, str]:
+    match = _LOG_TIME_RE.search(osp.basename(path))
+    return (match.group(1) if match else '', osp.basename(path))
+
+
+def run_logs(folder: str) -> List[str]:
+    """BasicSR train/test logs of a run folder, oldest first (by the time stamp BasicSR puts in the name)."""
+    logs = [p for p in glob.glob(osp.join(folder, '*.log')) if osp.basename(p).startswith(('train_', 'test_'))]
+    return sorted(logs, key=_log_sort_key)
+
+
+def load_run_options(folder: str) -> Dict[str, Any]:
+    """The option file BasicSR copied into the run folder (the first ``*.yml``), or ``{}``."""
+    import yaml
+    for path in sorted(glob.glob(osp.join(folder, '*.yml'))):
+        with open(path, 'r') as f:
+            try:
+                opt = yaml.safe_load(f)
+            except yaml.YAMLError:
+                continue
+        if isinstance(opt, dict):
+            return opt
+    return {}
+
+
+def labels_from_name(name: str) -> Dict[str, Any]:
+    """Backbone, task, scale and method that the run name states (see the module docstring); missing keys absent."""
+    labels: Dict[str, Any] = {}
+    for token in name.split('_'):
+        key = token.lower().replace('-', '')
+        backbone = next((b for b in BACKBONES if b.lower() == key), None)
+        if backbone and 'backbone' not in labels:
+            labels['backbone'] = backbone
+            continue
+        match = re.fullmatch(r'(?:sr)?x(\d)', key)
+        if match:
+            labels.update(task='SR', scale=int(match.group(1)))
+        elif key in ('deblur', 'deblurring', 'gopro'):
+            labels.update(task='Deblur', scale=1)
+        elif key in ('derain', 'deraining', 'rain13k'):
+            labels.update(task='Derain', scale=1)
+        elif key in _METHOD_TOKENS:
+            labels['method'] = _METHOD_TOKENS[key]
+    return labels
+
+
+def labels_from_options(opt: Dict[str, Any]) -> Dict[str, Any]:
+    """Backbone, task, scale and method read from a run's option file; missing keys absent."""
+    labels: Dict[str, Any] = {}
+    arch = (opt.get('network_g') or {}).get('type')
+    if arch:
+        labels['backbone'] = _BACKBONE_TYPES.get(arch.lower(), arch)
+    scale = opt.get('scale')
+    if isinstance(scale, int):
+        labels['scale'] = scale
+        if scale > 1:
+            labels['task'] = 'SR'
+    names = [str(d.get('name', '')).lower() for d in (opt.get('datasets') or {}).values() if isinstance(d, dict)]
+    if labels.get('scale') == 1:
+        if any('gopro' in n for n in names):
+            labels['task'] = 'Deblur'
+        elif any('rain' in n or n in ('test100', 'test2800', 'test1200') for n in names):
+            labels['task'] = 'Derain'
+    train = opt.get('train') or {}
+    model_type = opt.get('model_type')
+    if model_type == 'SRModel':
+        labels['method'] = 'Scratch'
+    elif model_type:
+        cl, ce, lcr = (train.get(k) is not None for k in ('cl_opt', 'ce_opt', 'lcr_opt'))
+        if cl and ce:
+            labels['method'] = 'DCKD*' if lcr else 'DCKD'
+        elif cl:
+            labels['method'] = 'DCR only'
+        elif ce:
+            labels['method'] = 'DMM only'
+        elif lcr:
+            labels['method'] = 'DUKD'
+        elif train.get('fakd_opt') is not None:
+            labels['method'] = 'FAKD'
+        elif train.get('logits_opt') is not None or train.get('kd_opt') is not None:
+            labels['method'] = 'Logits'
+    return labels
+
+
+def pick(records: Sequence[Dict[str, Any]], mode: str = 'best') -> Dict[str, Dict[str, Any]]:
+    """Per dataset, the validation with the highest PSNR (``best``; the earliest on ties) or the last one."""
+    chosen: Dict[str, Dict[str, Any]] = {}
+    for record in records:
+        dataset = record['dataset']
+        if mode == 'last' or dataset not in chosen:
+            chosen[dataset] = record
+            continue
+        psnr, best = record['metrics'].get('psnr'), chosen[dataset]['metrics'].get('psnr')
+        if psnr is not None and not math.isnan(psnr) and (best is None or math.isnan(best) or psnr > best):
+            chosen[dataset] = record
+    return chosen
+
+
+def collect_runs(paths: Sequence[str], mode: str = 'best', include_archived: bool = False) -> List[Dict[str, Any]]:
+    """One dict per run found under ``paths``: name, folder, labels, number of validations and picked records."""
+    folders: List[str] = []
+    for path in paths:
+        if osp.isfile(path):
+            folders.append(path)
+        elif osp.isdir(path):
+            if run_logs(path):
+                folders.append(path)
+            folders += [osp.join(path, d) for d in sorted(os.listdir(path)) if run_logs(osp.join(path, d))]
+        else:
+            raise OptionError(f'{path}: no such folder or log file.')
+    runs = []
+    for folder in folders:
+        is_file = osp.isfile(folder)
+        name = osp.basename(osp.dirname(osp.abspath(folder)) if is_file else osp.abspath(folder))
+        if '_archived_' in name and not include_archived:
+            continue
+        records: List[Dict[str, Any]] = []
+        for log in ([folder] if is_file else run_logs(folder)):
+            with open(log, 'r', errors='replace') as f:
+                records += parse_log(f)
+        if not records:
+            continue
+        options = load_run_options(osp.dirname(folder) if is_file else folder)
+        labels = {'backbone': '?', 'task': '?', 'scale': 1, 'method': name}
+        labels.update(labels_from_options(options))
+        labels.update(labels_from_name(name))
+        runs.append(dict(name=name, folder=folder, labels=labels, n_val=len(records), picked=pick(records, mode)))
+    return runs
+
+
+def _fmt(metrics: Metrics) -> str:
+    psnr, ssim = metrics
+    if psnr is None:
+        return '-'
+    return f'{psnr:.2f}/{ssim:.4f}' if ssim is not None else f'{psnr:.2f}/-'
+
+
+def _fmt_diff(ours: Metrics, paper: Metrics) -> str:
+    if ours[0] is None or paper[0] is None:
+        return '-'
+    text = f'{ours[0] - paper[0]:+.2f}'
+    if ours[1] is not None and paper[1] is not None:
+        text += f'/{ours[1] - paper[1]:+.4f}'
+    return text
+
+
+def _ordered(items: Iterable[str], order: Sequence[str]) -> List[str]:
+    items = list(dict.fromkeys(items))
+    return [x for x in order if x in items] + [x for x in items if x not in order]
+
+
+def _block_title(backbone: str, task: str, scale: int) -> str:
+    if task == 'SR':
+        return f'{backbone} x{scale} (super-resolution, PSNR/SSIM on Y)'
+    if task == 'Deblur':
+        return f'{backbone}, motion deblurring (GoPro, PSNR/SSIM on RGB)'
+    if task == 'Derain':
+        return f'{backbone}, deraining (PSNR/SSIM on Y)'
+    return f'{backbone}, {task}, scale {scale}'
+
+
+def format_tables(runs: Sequence[Dict[str, Any]], mode: str = 'best', paper: bool = True) -> str:
+    """Markdown: one table per (backbone, task, scale); per method an ``ours`` row, then ``paper`` and ``diff``."""
+    picked = 'the validation with the best PSNR' if mode == 'best' else 'the last validation'
+    note = f'{len(runs)} run(s); per dataset {picked}. Cells are PSNR/SSIM.'
+    if paper:
+        note += ' `paper` rows are the numbers of Zhou et al., AAAI 2025 (DCKD); `diff` is ours minus paper.'
+    lines = ['# Results', '', note, '']
+    blocks: Dict[Tuple[str, str, int], List[Dict[str, Any]]] = {}
+    for run in runs:
+        labels = run['labels']
+        blocks.setdefault((labels['backbone'], labels['task'], labels['scale']), []).append(run)
+    task_order = {'SR': 0, 'Deblur': 1, 'Derain': 2}
+    for key in sorted(blocks, key=lambda k: (task_order.get(k[1], 3), k[0], k[2])):
+        backbone, task, scale = key
+        block_runs = sorted(blocks[key], key=lambda r: (METHODS.index(r['labels']['method'])
+                                                         if r['labels']['method'] in METHODS else len(METHODS),
+                                                         r['labels']['method'], r['name']))
+        order = {'SR': SR_DATASETS, 'Deblur': DEBLUR_DATASETS, 'Derain': DERAIN_DATASETS}.get(task, ())
+        datasets = _ordered((d for r in block_runs for d in r['picked']), order)
+        reference = PAPER_RESULTS.get(key, {}) if paper else {}
+        methods = [r['labels']['method'] for r in block_runs]
+        lines += [f'## {_block_title(backbone, task, scale)}', '',
+                  '| Method | | ' + ' | '.join(datasets) + ' |', '|---|---|' + '---|' * len(datasets)]
+        for run in block_runs:
+            method = run['labels']['method']
+            label = method if methods.count(method) == 1 else f'{method} ({run["name"]})'
+            ours = {d: (rec['metrics'].get('psnr'), rec['metrics'].get('ssim')) for d, rec in run['picked'].items()}
+            lines.append(f'| {label} | ours | ' + ' | '.join(_fmt(ours.get(d, (None, None))) for d in datasets) + ' |')
+            if method in reference:
+                ref = reference[method]
+                lines.append('| | paper | ' + ' | '.join(_fmt(ref.get(d, (None, None))) for d in datasets) + ' |')
+                lines.append('| | diff | ' + ' | '.join(
+                    _fmt_diff(ours.get(d, (None, None)), ref.get(d, (None, None))) for d in datasets) + ' |')
+        lines.append('')
+    lines += ['## Runs', '', '| run | block | method | validations | iteration picked per dataset |',
+              '|---|---|---|---|---|']
+    for run in runs:
+        labels = run['labels']
+        iters = ', '.join(f'{d} {rec["iter"] if rec["iter"] is not None else "?"}' for d, rec in run['picked'].items())
+        lines.append(f'| {run["name"]} | {labels["backbone"]} {labels["task"]} x{labels["scale"]} | '
+                     f'{labels["method"]} | {run["n_val"]} | {iters} |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog='python -m dckd_basicsr.results', description=__doc__.split('\n')[0])
+    parser.add_argument('paths', nargs='+', help='experiments/ or results/ folders, run folders or .log files')
+    parser.add_argument('--out', help='markdown file to write (default: print)')
+    parser.add_argument('--pick', choices=('best', 'last'), default='best',
+                        help='per dataset, the validation with the best PSNR (default) or the last one')
+    parser.add_argument('--no-paper', action='store_true', help="leave out the paper's numbers")
+    parser.add_argument('--include-archived', action='store_true', help='also read *_archived_* run folders')
+    args = parser.parse_args(argv)
+    with report_option_errors(prog=parser.prog):
+        runs = collect_runs(args.paths, args.pick, args.include_archived)
+        if not runs:
+            raise OptionError('no BasicSR validation results (train_*.log / test_*.log) under '
+                              f'{", ".join(args.paths)}.')
+        text = format_tables(runs, args.pick, paper=not args.no_paper)
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            f.write(text)
+        print(f'{len(runs)} run(s) -> {args.out}')
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == '__main__':
+    main()
