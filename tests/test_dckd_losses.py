@@ -1,0 +1,127 @@
+"""Eq. 5 (DynamicContrastiveLoss / ContrasLoss), Eq. 9 (DistributionMappingLoss) and the authors' CELoss, pinned
+against hand computations."""
+import math
+
+import pytest
+import torch
+from basicsr.losses import build_loss
+
+import dckd_basicsr  # noqa: F401
+from dckd_basicsr.errors import OptionError
+from dckd_basicsr.losses.dcl_loss import DynamicContrastiveLoss
+from dckd_basicsr.losses.dmm_loss import CELoss, DistributionMappingLoss
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def t(values):
+    return torch.tensor(values, dtype=torch.float64).view(1, 1, 1, -1)
+
+
+def test_eq5_hand_computed_two_levels():
+    # level 1: |a-p| = (0, 1) -> 0.5; negatives: |a-n1| = (1, 2) -> 1.5, |a-n2| = (2, 0) -> 1.0; ratio 0.5 / 2.5 = 0.2
+    # level 2: |a-p| = (2, 2) -> 2.0; one negative |a-n| = (4, 0) -> 2.0 (+ the 2nd: |a-n2| = (0, 0)); ratio 1.0
+    anchor = [t([1., 2.]), t([0., 0.])]
+    positive = [t([1., 1.]), t([2., -2.])]
+    negatives = [[t([0., 0.]), t([3., 2.])], [t([4., 0.]), t([0., 0.])]]
+    loss = DynamicContrastiveLoss(loss_weight=0.1, weights=[0.5, 2.0])(anchor, positive, negatives)
+    expected = 0.1 * (0.5 * 0.5 / (2.5 + 1e-7) + 2.0 * 2.0 / (2.0 + 1e-7))
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(0.1 * (0.1 + 2.0), rel=1e-6)
+
+
+def test_eq5_l2_and_stacked_negatives():
+    anchor, positive = [t([1., 3.])], [t([0., 3.])]
+    negatives = [torch.stack([t([3., 3.]), t([1., 0.])])]  # (N, B, C, H, W) form
+    loss = DynamicContrastiveLoss(weights=[1.0], d_func='L2')(anchor, positive, negatives)
+    # mean sq: pos (1 + 0)/2 = 0.5; negs (4 + 0)/2 = 2 and (0 + 9)/2 = 4.5
+    assert loss.item() == pytest.approx(0.5 / (6.5 + 1e-7), rel=1e-12)
+
+
+def test_eq5_matches_mean_of_sum_over_random_tensors():
+    torch.manual_seed(0)
+    shapes = [(2, 4, 8, 8), (2, 8, 4, 4), (2, 16, 2, 2)]
+    anchor = [torch.randn(s) for s in shapes]
+    positive = [torch.randn(s) for s in shapes]
+    negatives = [torch.randn((3, ) + s) for s in shapes]
+    weights = [0.25, 0.5, 1.0]
+    loss = DynamicContrastiveLoss(loss_weight=0.1, weights=weights)(anchor, positive, negatives)
+    expected = 0.0
+    for w, a, p, n in zip(weights, anchor, positive, negatives):
+        # the authors' form: mean(|a - p|) / (mean(sum_j |a - n_j|) + 1e-7)
+        expected += w * (a - p).abs().mean() / ((a.unsqueeze(0) - n).abs().sum(0).mean() + 1e-7)
+    assert loss.item() == pytest.approx(0.1 * expected.item(), rel=1e-5)
+
+
+def test_eq5_gradient_reaches_only_the_anchor():
+    anchor = [torch.randn(1, 2, 4, 4, requires_grad=True)]
+    positive = [torch.randn(1, 2, 4, 4, requires_grad=True)]
+    negatives = [[torch.randn(1, 2, 4, 4, requires_grad=True) for _ in range(2)]]
+    DynamicContrastiveLoss(weights=[1.0])(anchor, positive, negatives).backward()
+    assert anchor[0].grad is not None and anchor[0].grad.abs().sum() > 0
+    assert positive[0].grad is None and all(n.grad is None for n in negatives[0])
+
+
+def test_contras_loss_is_the_authors_type_with_their_keys():
+    loss = build_loss({'type': 'ContrasLoss', 'd_func': 'L1', 'loss_weight': 0.1,
+                       'weights': [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0]})
+    assert isinstance(loss, DynamicContrastiveLoss) and loss.loss_weight == 0.1
+    assert loss.weights == [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0]
+    assert DynamicContrastiveLoss().weights == [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0]
+
+
+def test_eq5_errors():
+    with pytest.raises(OptionError, match='3 entries but the encoder gives 5'):
+        DynamicContrastiveLoss(weights=[1, 1, 1]).check_levels(5)
+    with pytest.raises(OptionError, match='d_func'):
+        DynamicContrastiveLoss(d_func='cosine')
+
+
+def log_probs(*probs):
+    return torch.tensor([[math.log(p) for p in row] for row in probs], dtype=torch.float64)
+
+
+def test_eq9_hand_computed():
+    teacher = log_probs([0.5, 0.25, 0.25], [0.5, 0.25, 0.25])
+    student = log_probs([0.25, 0.25, 0.5], [0.5, 0.25, 0.25])
+    # pixel 1: -(0.5 ln .25 + .25 ln .25 + .25 ln .5) = 1.2130076; pixel 2 (entropy): 1.0397208; mean 1.1263642
+    pixel1 = -(0.5 * math.log(0.25) + 0.25 * math.log(0.25) + 0.25 * math.log(0.5))
+    pixel2 = -(0.5 * math.log(0.5) + 0.5 * math.log(0.25))
+    loss = DistributionMappingLoss(loss_weight=0.001)(student, teacher)
+    assert loss.item() == pytest.approx(0.001 * (pixel1 + pixel2) / 2, rel=1e-12)
+    assert loss.item() == pytest.approx(0.001 * 1.1263642, rel=1e-6)
+    # logits are shift-invariant, (B, h, w, K) inputs are averaged over all pixels alike
+    loss4d = DistributionMappingLoss(loss_weight=0.001)((student + 3).view(1, 1, 2, 3), teacher.view(1, 1, 2, 3))
+    assert loss4d.item() == pytest.approx(loss.item(), rel=1e-12)
+
+
+def test_celoss_is_cross_entropy_of_probabilities_used_as_logits():
+    teacher = log_probs([0.5, 0.25, 0.25])
+    student = log_probs([0.25, 0.25, 0.5])
+    # F.cross_entropy applies a second softmax to the student probabilities p = (.25, .25, .5)
+    log_z = math.log(2 * math.exp(0.25) + math.exp(0.5))
+    expected = -(0.5 * (0.25 - log_z) + 0.25 * (0.25 - log_z) + 0.25 * (0.5 - log_z))
+    assert expected == pytest.approx(1.1265699, rel=1e-6)
+    assert CELoss(loss_weight=0.001)(student, teacher).item() == pytest.approx(0.001 * expected, rel=1e-12)
+    assert isinstance(build_loss({'type': 'CELoss', 'loss_weight': 0.001}), CELoss)
+
+
+def test_celoss_sits_at_log_k_where_eq9_does_not():
+    torch.manual_seed(0)
+    k = 64
+    teacher = torch.randn(2, 4, 4, k) * 10
+    uniform_student = torch.zeros(2, 4, 4, k)
+    # uniform student probabilities stay uniform under the second softmax: exactly log(K), whatever the teacher
+    assert CELoss(loss_weight=0.001)(uniform_student, teacher).item() == pytest.approx(0.001 * math.log(k), rel=1e-6)
+    # sharp student distributions move CELoss by at most ~1 nat, Eq. 9 by much more
+    student = torch.randn(2, 4, 4, k) * 10
+    ce = CELoss()(student, teacher).item()
+    eq9 = DistributionMappingLoss()(student, teacher).item()
+    assert abs(ce - math.log(k)) < 1.0 and eq9 > 5.0
