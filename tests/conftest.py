@@ -97,3 +97,47 @@ def run(args: List[str], cwd: Path, timeout: int = 300, env: Optional[dict] = No
 @pytest.fixture
 def toy_data(tmp_path: Path) -> Dict[str, str]:
     return make_pairs(tmp_path / 'data')
+
+
+TINY_TEACHER = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 16, 'num_block': 2, 'upscale': 2}
+TINY_VQGAN = {'type': 'VQGAN', 'embed_dim': 8, 'n_embed': 16,
+              'ddconfig': {'double_z': False, 'z_channels': 8, 'resolution': 32, 'in_channels': 3, 'out_ch': 3,
+                           'ch': 32, 'ch_mult': [1, 1, 2, 2, 4], 'num_res_blocks': 1, 'attn_resolutions': [],
+                           'dropout': 0.0}}
+
+
+def save_random_network(net_opt: dict, path: Path, seed: int) -> str:
+    """Build a network from its option block with a fixed seed and save it as a BasicSR ``params`` file."""
+    import torch
+    from basicsr.archs import build_network
+
+    import dckd_basicsr  # noqa: F401  (the VQGAN arch)
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'params': build_network(net_opt).state_dict()}, path)
+    return str(path)
+
+
+def dckd_train_options(tmp_path: Path, data: Dict[str, str], name: str = 'toy_dckd', total_iter: int = 10,
+                       **updates: Any) -> dict:
+    """:func:`sr_train_options` turned into a full DCKD run (logits KD + DCR + DMM) with tiny frozen networks."""
+    opt = sr_train_options(data, name=name, total_iter=total_iter, model_type='DCKDModel', **updates)
+    pretrained = tmp_path / 'pretrained'
+    opt['network_t'] = dict(TINY_TEACHER)
+    opt['network_his'] = True
+    opt['network_vqgan'] = copy.deepcopy(TINY_VQGAN)
+    opt['path'].update({
+        'pretrain_network_t': save_random_network(TINY_TEACHER, pretrained / 'teacher.pth', seed=1),
+        'param_key_t': 'params', 'strict_load_t': True,
+        'pretrain_network_vqgan': save_random_network(TINY_VQGAN, pretrained / 'vqgan.pth', seed=2),
+        'param_key_vqgan': 'params', 'strict_load_vqgan': True,
+    })
+    opt['train'].update({
+        'logits_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+        'cl_opt': {'type': 'ContrasLoss', 'd_func': 'L1', 'loss_weight': 0.1,
+                   'weights': [0.03125, 0.0625, 0.125, 0.25, 1.0]},
+        'ce_opt': {'type': 'CELoss', 'loss_weight': 0.001},
+        'num_neg': 2, 'update_decay': 0.1, 'step': [3, 5, 7],
+        'gaussian_noise_prob': 1, 'gray_noise_prob': 0.5, 'gaussian_blur_prob': 0, 'resize_prob': 0,
+    })
+    return opt

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, PYTHON, REPO, run, sr_train_options, write_options
+from conftest import BIN, PYTHON, REPO, dckd_train_options, run, sr_train_options, write_options
 
 BASICSR_DIR = Path(importlib.util.find_spec('basicsr').origin).parent
 
@@ -23,24 +23,28 @@ def _weights(path: Path) -> dict:
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
-def test_all_train_entry_points_give_identical_weights(tmp_path, toy_data):
-    """Same seed, same data: every entry point runs the same pipeline, so the weights agree bit for bit."""
+def test_all_train_entry_points_give_identical_dckd_weights(tmp_path, toy_data):
+    """Same seed, same data: every entry point runs the same DCKD pipeline, so the weights agree bit for bit."""
+    opt = dckd_train_options(tmp_path, toy_data, name='toy')
     results = {}
     for index, (label, command) in enumerate(TRAIN_COMMANDS.items()):
         cwd = tmp_path / f'cwd{index}'
         cwd.mkdir()
-        opt_file = write_options(tmp_path / f'train{index}.yml', sr_train_options(toy_data, name='toy'))
-        run(command + ['-opt', opt_file], cwd=cwd)
+        proc = run(command + ['-opt', write_options(tmp_path / f'train{index}.yml', opt)], cwd=cwd)
+        assert 'Model [DCKDModel] is created.' in proc.stdout + proc.stderr, label
         models = cwd / 'experiments' / 'toy' / 'models'
-        assert sorted(p.name for p in models.iterdir()) == ['net_g_10.pth', 'net_g_5.pth', 'net_g_latest.pth'], label
-        results[label] = _weights(models / 'net_g_10.pth')
+        assert {'net_g_5.pth', 'net_g_10.pth', 'net_his_10.pth', 'net_g_latest.pth'} <= {
+            p.name for p in models.iterdir()}, label
+        results[label] = {'g': _weights(models / 'net_g_10.pth'), 'his': _weights(models / 'net_his_10.pth')}
     reference = results.pop('python -m basicsr.train')
     for label, weights in results.items():
-        for key in ('params', 'params_ema'):
-            for name, tensor in reference[key].items():
-                assert torch.equal(tensor, weights[key][name]), f'{label}: {key}.{name} differs'
-    # and training changed the network: the EMA weights are not the initial ones of a fresh seed-0 network
-    assert not torch.equal(reference['params']['conv_first.weight'], reference['params_ema']['conv_first.weight'])
+        for net in ('g', 'his'):
+            for key, state in reference[net].items():
+                for name, tensor in state.items():
+                    assert torch.equal(tensor, weights[net][key][name]), f'{label}: net_{net} {key}.{name} differs'
+    # and training changed the network: the student is not its EMA, which is not its initialisation
+    student = reference['g']
+    assert not torch.equal(student['params']['conv_first.weight'], student['params_ema']['conv_first.weight'])
 
 
 def test_run_folders_under_cwd_never_site_packages(tmp_path, toy_data):
