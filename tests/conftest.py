@@ -94,6 +94,16 @@ def run(args: List[str], cwd: Path, timeout: int = 300, env: Optional[dict] = No
     return proc
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process tests use tiny tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def toy_data(tmp_path: Path) -> Dict[str, str]:
     return make_pairs(tmp_path / 'data')

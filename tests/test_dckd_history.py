@@ -12,15 +12,6 @@ from dckd_basicsr.errors import OptionError
 from dckd_basicsr.history import HistorySchedule, update_history
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TwoParams(nn.Module):
 
     def __init__(self, a, b, scale, index):

@@ -12,15 +12,6 @@ from dckd_basicsr.losses.dcl_loss import DynamicContrastiveLoss
 from dckd_basicsr.losses.dmm_loss import CELoss, DistributionMappingLoss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def t(values):
     return torch.tensor(values, dtype=torch.float64).view(1, 1, 1, -1)
 

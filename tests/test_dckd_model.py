@@ -16,15 +16,6 @@ TINY_VQGAN = dict(type='VQGAN', embed_dim=8, n_embed=16,
                                 resolution=16))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_swinir(dim: int, upscale: int = 2) -> dict:
     return dict(type='SwinIR', upscale=upscale, in_chans=3, img_size=16, window_size=4, img_range=1., depths=[1],
                 embed_dim=dim, num_heads=[2], mlp_ratio=2, upsampler='pixelshuffle', resi_connection='1conv')

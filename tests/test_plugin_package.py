@@ -3,7 +3,6 @@ import ast
 import json
 import sysconfig
 import zipfile
-from pathlib import Path
 
 import pytest
 
