@@ -460,6 +460,19 @@ class PairJob:
     target_out: str
     crop: Optional[Tuple[int, int, int]] = None  # (size, step, thresh)
     compress_level: int = 1
+    pad_to: int = 0  # reflect-pad images smaller than this (bottom/right) so that random crops of it fit
+
+
+def pad_to_min_size(img: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad the bottom and right of ``img`` up to ``size`` pixels per side (unchanged when large enough).
+
+    BasicSR's ``paired_random_crop`` cannot cut a ``gt_size`` patch from a smaller image; the Restormer authors pad
+    such deraining images with reflection before cropping, which padding once here reproduces.
+    """
+    pad_h, pad_w = max(0, size - img.shape[0]), max(0, size - img.shape[1])
+    if not pad_h and not pad_w:
+        return img
+    return cv2.copyMakeBorder(img, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT)
 
     def __post_init__(self):
         self.input_out, self.target_out = osp.normpath(self.input_out), osp.normpath(self.target_out)
@@ -474,7 +487,7 @@ def plan_pairs(pairs: Sequence[Pair], job: PairJob) -> Tuple[Output, Output]:
             raise OptionError(f'{pair.input} is {size[0]}x{size[1]} but {pair.target} is '
                               f'{"x".join(map(str, image_size(pair.target)))}; pairs must have the same size.')
         if job.crop is None:
-            keys = [(pair.name, ) + size]
+            keys = [(pair.name, max(size[0], job.pad_to), max(size[1], job.pad_to))]
         else:
             crop, step, thresh = job.crop
             if min(size) < crop:
@@ -495,6 +508,9 @@ def pair_worker(pair: Pair, job: PairJob, needed: frozenset) -> Dict[str, List[R
     images = {path: read_image(path) for path in (pair.input, pair.target)}
     if images[pair.input].shape[:2] != images[pair.target].shape[:2]:
         raise OptionError(f'{pair.input} and {pair.target} have different sizes; pairs must have the same size.')
+    padded = min(images[pair.input].shape[:2]) < job.pad_to
+    if padded:
+        images = {path: pad_to_min_size(img, job.pad_to) for path, img in images.items()}
     for out, source in ((job.input_out, pair.input), (job.target_out, pair.target)):
         if out not in needed:
             continue
@@ -502,7 +518,7 @@ def pair_worker(pair: Pair, job: PairJob, needed: frozenset) -> Dict[str, List[R
         level = job.compress_level if lmdb_out else FOLDER_PNG_LEVEL
         if job.crop is None:
             # PNG files go to folders unchanged; LMDBs hold the re-encoded pixels, as make_lmdb_from_imgs stores them
-            result[out] = [png_record(pair.name, img, level, None if lmdb_out else source)]
+            result[out] = [png_record(pair.name, img, level, None if lmdb_out or padded else source)]
         else:
             crop, step, thresh = job.crop
             boxes = sub_image_boxes(img.shape[0], img.shape[1], crop, step, thresh)

@@ -13,7 +13,8 @@ Output::
     <out>/Rain13K/train/{input,target}/<name>.png     (``--train-format lmdb``: Rain13K/train/{input,target}.lmdb)
     <out>/Derain/<Set>/{input,target}/<name>.png
 
-Every image is written as PNG (JPEG sources are decoded once, so input and target share the ``.png`` extension that
+Training pairs smaller than ``--pad-to`` (384, the largest Restormer patch) are reflect-padded at the bottom/right,
+as the Restormer authors pad them before cropping; test sets are never padded. Every image is written as PNG (JPEG sources are decoded once, so input and target share the ``.png`` extension that
 ``PairedImageDataset`` expects); PNG sources are copied byte for byte.
 """
 import argparse
@@ -58,6 +59,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', default='datasets', help='root of Rain13K/ and Derain/ (default: %(default)s)')
     parser.add_argument('--train-format', default='folder', choices=('folder', 'lmdb'),
                         help='Rain13K/train as PNG folders or BasicSR LMDBs (default: %(default)s)')
+    parser.add_argument('--pad-to', type=int, default=384, metavar='N',
+                        help='reflect-pad training pairs smaller than N pixels per side at the bottom/right, so that '
+                        'gt_size N crops fit (some Rain13K images are 481x321; 0 turns it off; default: %(default)s)')
     parser.add_argument('--compress-level', type=int, default=1, choices=range(10),
                         help='PNG compression inside LMDBs (default: %(default)s)')
     common.add_common_arguments(parser)
@@ -89,8 +93,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[common.Output]:
     sets = []
     for label, folder, out, ext in groups:
         pairs = common.pair_folders(osp.join(folder, 'input'), osp.join(folder, 'target'))
+        pad_to = args.pad_to if label == 'Rain13K train' else 0
         sets.append((label, pairs, common.PairJob(osp.join(out, 'input' + ext), osp.join(out, 'target' + ext),
-                                                  compress_level=args.compress_level)))
+                                                  compress_level=args.compress_level, pad_to=pad_to)))
     outputs, checks = common.prepare_pair_sets(sets, args)
     common.print_summary('prepare_derain', outputs, checks, started, args.workers)
     return outputs

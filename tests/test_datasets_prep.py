@@ -336,14 +336,18 @@ def test_derain_pairs_convert_jpeg_and_name_unpaired_files(tmp_path):
         write(str(tmp_path / 'Datasets' / 'test' / name / 'input' / 'a.png'), make_image(16, 12, seed=32))
         write(str(tmp_path / 'Datasets' / 'test' / name / 'target' / 'a.png'), make_image(16, 12, seed=33))
     out = str(tmp_path / 'datasets')
+    # --pad-to 22: the 20x24 training pair is reflect-padded to 22 rows (as gt_size 22 crops need); tests are not
     prepare_derain.main(['--train', str(train), '--test', str(tmp_path / 'Datasets' / 'test'), '--out', out,
-                         '--workers', '1'])
+                         '--workers', '1', '--pad-to', '22'])
     assert sorted(os.listdir(osp.join(out, 'Derain'))) == ['Rain100L', 'Test100']
     assert os.listdir(osp.join(out, 'Rain13K', 'train', 'input')) == ['1.png']  # same extension as the target
-    np.testing.assert_array_equal(cv2.imread(osp.join(out, 'Rain13K', 'train', 'input', '1.png')), rainy)
+    padded = cv2.imread(osp.join(out, 'Rain13K', 'train', 'input', '1.png'))
+    np.testing.assert_array_equal(padded[:20], rainy)
+    np.testing.assert_array_equal(padded[20:], rainy[[19, 18]])  # reflection: row 20 = row 19, row 21 = row 18
     dataset = common.paired_dataset(osp.join(out, 'Rain13K', 'train', 'target'),
                                     osp.join(out, 'Rain13K', 'train', 'input'), 1)
-    assert len(dataset) == 1 and dataset[0]['lq'].shape == (3, 20, 24)
+    assert len(dataset) == 1 and dataset[0]['lq'].shape == (3, 22, 24)
+    assert cv2.imread(osp.join(out, 'Derain', 'Rain100L', 'input', 'a.png')).shape[:2] == (16, 12)
 
     write(str(tmp_path / 'Datasets' / 'test' / 'Rain100L' / 'target' / 'b.png'), make_image(16, 12, seed=34))
     with pytest.raises(OptionError, match=r'Rain100L/target/b\.png has no partner in .*Rain100L/input'):
