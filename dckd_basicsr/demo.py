@@ -97,32 +97,36 @@ def concrete_options(method: str, args: argparse.Namespace, iters: int) -> dict:
         opt['path']['pretrain_network_vqgan'] = osp.abspath(args.vqgan)
         opt['path']['param_key_vqgan'] = 'state_dict'
         opt['path']['strict_load_vqgan'] = False
-        opt['train'].pop('allow_random_vqgan', None)
     return opt
 
 
 def train(method: str, args: argparse.Namespace, iters: int, report_dir: str) -> str:
-    """Train one run through ``python -m dckd_basicsr.train`` (BasicSR's pipeline), with a progress bar."""
-    name = run_name(method, args.scale)
-    experiment = osp.join(args.out, 'experiments', name)
+    """Train one demo run (see :func:`train_run`)."""
+    return train_run(concrete_options(method, args, iters), args.out, report_dir, label=method)
+
+
+def train_run(opt: dict, root: str, report_dir: str, label: str) -> str:
+    """Train one run through ``python -m dckd_basicsr.train`` (BasicSR's pipeline) in ``root``, with a progress bar.
+
+    The option file is written to ``<report_dir>/options/<name>.yml``. A run whose final checkpoint exists is reused;
+    an interrupted one is continued with ``--auto_resume``. Returns the experiment folder.
+    """
+    name, iters = opt['name'], opt['train']['total_iter']
+    experiment = osp.join(root, 'experiments', name)
     final = osp.join(experiment, 'models', 'net_g_latest.pth')
     if osp.isfile(final):
         tqdm.write(f'[demo] {name}: finished earlier, reused ({experiment})')
         return experiment
-    opt = concrete_options(method, args, iters)
     opt_file = osp.join(report_dir, 'options', f'{name}.yml')
     os.makedirs(osp.dirname(opt_file), exist_ok=True)
     with open(opt_file, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
-    if osp.isdir(experiment):  # an interrupted earlier attempt: continue it
-        extra = ['--auto_resume']
-    else:
-        extra = []
+    extra = ['--auto_resume'] if osp.isdir(experiment) else []
     command = [sys.executable, '-m', 'dckd_basicsr.train', '-opt', osp.abspath(opt_file)] + extra
     log_path = osp.join(report_dir, f'{name}.stdout.log')
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    with open(log_path, 'w') as log, tqdm(total=iters, desc=f'{method:>8}', unit='it', dynamic_ncols=True) as bar:
-        process = subprocess.Popen(command, cwd=args.out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    with open(log_path, 'w') as log, tqdm(total=iters, desc=f'{label:>8}', unit='it', dynamic_ncols=True) as bar:
+        process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, env=env)
         for line in process.stdout:
             log.write(line)
@@ -292,6 +296,7 @@ def write_random_vqgan(args: argparse.Namespace, path: str) -> str:
     import torch
     from basicsr.archs import build_network
     if not osp.isfile(path):
+        os.makedirs(osp.dirname(path), exist_ok=True)
         torch.manual_seed(args.seed)
         net = build_network(load_template('student_DCKD')['network_vqgan'])
         torch.save({'params': net.state_dict()}, path)

@@ -53,6 +53,10 @@ def test_run_folders_under_cwd_never_site_packages(tmp_path, toy_data):
     run([PYTHON, '-m', 'basicsr.train', '-opt', opt_file], cwd=tmp_path)
     assert (tmp_path / 'experiments' / 'where' / 'models' / 'net_g_2.pth').is_file()
     assert not (BASICSR_DIR.parent / 'experiments' / 'where').exists()
+    # --force_yml can set the parent folder too
+    run([PYTHON, '-m', 'basicsr.train', '-opt', opt_file, '--force_yml', f'path:experiments_root={tmp_path / "fy"}'],
+        cwd=tmp_path)
+    assert (tmp_path / 'fy' / 'where' / 'models' / 'net_g_2.pth').is_file()
 
 
 def test_experiments_root_and_results_root_are_parent_folders(tmp_path, toy_data):
