@@ -14,7 +14,8 @@ Output::
     <out>/Derain/<Set>/{input,target}/<name>.png
 
 Training pairs smaller than ``--pad-to`` (384, the largest Restormer patch) are reflect-padded at the bottom/right,
-as the Restormer authors pad them before cropping; test sets are never padded. Every image is written as PNG (JPEG sources are decoded once, so input and target share the ``.png`` extension that
+as the Restormer authors pad them before cropping; test sets are never padded. Every image is written as PNG
+(JPEG sources are decoded once, so input and target share the ``.png`` extension that
 ``PairedImageDataset`` expects); PNG sources are copied byte for byte.
 """
 import argparse

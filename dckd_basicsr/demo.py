@@ -3,9 +3,10 @@
 Stages (each reused when re-run, once finished):
 
 1. data: ``datasets_prep/make_demo_data.py`` builds a training LMDB of sub-images and a held-out test folder;
-2. teacher: an SRResNet (BasicSR's MSRResNet, 6 blocks of 32 channels) trained by BasicSR's own pipeline (``options/demo/train_demo_SRResNet_teacher.yml``);
-3. students: one compact SRResNet (2 blocks of 16 channels), same seed and iterations, trained three ways: from scratch, with logits KD and with
-   DCKD (``options/demo/train_demo_SRResNet_student_{Scratch,Logits,DCKD}.yml``);
+2. teacher: an SRResNet (BasicSR's MSRResNet, 6 blocks of 32 channels) trained by BasicSR's own pipeline
+   (``options/demo/train_demo_SRResNet_teacher.yml``);
+3. students: one compact SRResNet (2 blocks of 16 channels), same seed and iterations, trained three ways: from
+   scratch, with logits KD and with DCKD (``options/demo/train_demo_SRResNet_student_{Scratch,Logits,DCKD}.yml``);
 4. evaluation on the held-out photos (PSNR/SSIM on the Y channel, BasicSR's metrics), ``summary.md`` and
    ``comparison.png`` (the same crop from every method, and the students' loss curves).
 
@@ -234,8 +235,9 @@ def _plot_curves(curves: Dict[str, List[tuple]], width: int, height: int = 260) 
                     (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(canvas, f'{max_iter}', (right - 30, bottom + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
     for index, (method, points) in enumerate(series.items()):
-        xy = np.array([[left + (right - left) * s / max(1, max_iter), bottom - (bottom - top) * (v - low) / (high - low)]
-                       for s, v in points if math.isfinite(v)], np.int32)
+        xs = [left + (right - left) * step / max(1, max_iter) for step, v in points if math.isfinite(v)]
+        ys = [bottom - (bottom - top) * (v - low) / (high - low) for _, v in points if math.isfinite(v)]
+        xy = np.array(list(zip(xs, ys)), np.int32)
         cv2.polylines(canvas, [xy.reshape(-1, 1, 2)], False, colours.get(method, (0, 0, 0)), 2, cv2.LINE_AA)
         cv2.putText(canvas, method, (right - 90, top + 18 + 16 * index), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     colours.get(method, (0, 0, 0)), 1, cv2.LINE_AA)

@@ -20,7 +20,8 @@ case-insensitive, other tokens ignored, e.g. a leading ``001``)::
 Methods: Teacher, Scratch, Logits, FAKD, MiPKD, DUKD, DCR (DCR only), DMM (DMM only), DCKD, DCKDstar (DCKD*; also
 ``DCKD+``). Whatever the name does not say is read from the option file BasicSR copies into the run folder:
 ``network_g.type`` (backbone), ``scale``, the validation set names (task), and the loss blocks (method: ``cl_opt`` +
-``ce_opt`` is DCKD, with ``lcr_opt`` DCKD*; a KD model with neither is Logits; ``model_type: SRModel`` is Scratch).
+``ce_opt`` is DCKD, with ``lcr_opt`` DCKD*; a KD model with neither is Logits; ``model_type: SRModel`` or
+``SwinIRModel`` is Scratch).
 """
 import argparse
 import glob
@@ -214,7 +215,7 @@ def labels_from_options(opt: Dict[str, Any]) -> Dict[str, Any]:
             labels['task'] = 'Derain'
     train = opt.get('train') or {}
     model_type = opt.get('model_type')
-    if model_type == 'SRModel':
+    if model_type in ('SRModel', 'SwinIRModel'):  # plain BasicSR models: no teacher
         labels['method'] = 'Scratch'
     elif model_type:
         cl, ce, lcr = (train.get(k) is not None for k in ('cl_opt', 'ce_opt', 'lcr_opt'))

@@ -106,6 +106,8 @@ def test_labels_from_options():
     assert labels_from_options(dict(kd, train={'ce_opt': {}}))['method'] == 'DMM only'
     sr = labels_from_options({'network_g': {'type': 'RCAN'}, 'scale': 3, 'model_type': 'SRModel'})
     assert sr == dict(backbone='RCAN', scale=3, task='SR', method='Scratch')
+    swinir = labels_from_options({'network_g': {'type': 'SwinIR'}, 'scale': 4, 'model_type': 'SwinIRModel'})
+    assert swinir == dict(backbone='SwinIR', scale=4, task='SR', method='Scratch')
 
 
 def test_tables_with_paper_reference(experiments):
