@@ -65,7 +65,7 @@ def summarise(results: Dict[str, Dict[int, dict]], sets: Sequence[str], args: ar
         for bench in sets:
             psnr = np.array([r[bench]['psnr'] for r in per_seed.values()])
             ssim = np.array([r[bench]['ssim'] for r in per_seed.values()])
-            spread = len(psnr) > 1
+            spread = len(psnr) > 1 and method != 'Teacher'  # one teacher serves every seed
             cells.append(f'{psnr.mean():.2f}' + (f' ± {psnr.std(ddof=1):.2f}' if spread else ''))
             cells.append(f'{ssim.mean():.4f}' + (f' ± {ssim.std(ddof=1):.4f}' if spread else ''))
         lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
