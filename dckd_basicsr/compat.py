@@ -53,14 +53,20 @@ def patch_registry_get() -> None:
     Registry.get = get
 
 
-def _read_user_roots(opt_file: str) -> Dict[str, Optional[str]]:
-    """``path.experiments_root`` / ``path.results_root`` as the user wrote them (BasicSR 1.4.2 overwrites both)."""
+def _read_user_roots(args: Any) -> Dict[str, Optional[str]]:
+    """``path.experiments_root`` / ``path.results_root`` as the user gave them, in the option file or with
+    ``--force_yml path:experiments_root=...`` (BasicSR 1.4.2 overwrites both)."""
     import yaml
     from basicsr.utils.options import ordered_yaml
-    with open(opt_file, mode='r') as f:
+    with open(args.opt, mode='r') as f:
         user_opt = yaml.load(f, Loader=ordered_yaml()[0]) or {}
     user_path = user_opt.get('path') or {}
-    return {key: user_path.get(key) for key in ('experiments_root', 'results_root')}
+    roots = {key: user_path.get(key) for key in ('experiments_root', 'results_root')}
+    for entry in args.force_yml or []:
+        keys, _, value = entry.partition('=')
+        if keys.strip() in ('path:experiments_root', 'path:results_root'):
+            roots[keys.strip().split(':')[1]] = value.strip()
+    return roots
 
 
 def _set_run_folders(opt: Dict[str, Any], parent: str, is_train: bool) -> None:
@@ -99,7 +105,7 @@ def patch_parse_options() -> None:
                 raise OptionError(f'-opt {opt_file}: no such option file.')
         cwd = os.getcwd()
         opt, args = original(cwd, is_train)
-        roots = _read_user_roots(args.opt)
+        roots = _read_user_roots(args)
         key, default = ('experiments_root', 'experiments') if is_train else ('results_root', 'results')
         parent = roots[key] if roots[key] is not None else osp.join(cwd, default)
         _set_run_folders(opt, osp.abspath(osp.expanduser(parent)), is_train)
@@ -113,7 +119,11 @@ def patch_parse_options() -> None:
 
 
 def latest_training_state(state_dir: str) -> Optional[str]:
-    """Path of the ``<iter>.state`` file with the largest iteration in ``state_dir``, or None."""
+    """Path of the ``<iter>.state`` file with the largest iteration in ``state_dir``, or None.
+
+    Only complete files carry that name (see :func:`atomic_save`); temporaries (``<iter>.state.tmp<pid>``) left by a
+    kill during a save, and any other name, are ignored.
+    """
     if not osp.isdir(state_dir):
         return None
     iters = [int(name[:-len('.state')]) for name in os.listdir(state_dir)
@@ -148,9 +158,63 @@ def patch_load_resume_state() -> None:
         map_location = torch.device('cuda', torch.cuda.current_device()) if use_cuda else torch.device('cpu')
         resume_state = torch.load(state_path, map_location=map_location, weights_only=True)
         basicsr.train.check_resume(opt, resume_state['iter'])
+        # where the data loader stood, for patch_train_dataloader_position
+        opt['resume_position'] = {'epoch': resume_state['epoch'], 'iter': resume_state['iter']}
         return resume_state
 
     basicsr.train.load_resume_state = load_resume_state
+
+
+def patch_train_dataloader_position() -> None:
+    """Wrap ``basicsr.train.create_train_val_dataloader`` (``train_pipeline`` looks it up as a module global).
+
+    BasicSR 1.4.2 has two faults here. On resume it starts the saved epoch again from its first batch, so a
+    checkpoint taken after ``b`` batches of epoch ``e`` makes the resumed run draw those ``b`` batches again (even
+    when ``b`` is the whole epoch: the state records ``e``, not ``e + 1``). And it counts ``ceil(N / batch)``
+    iterations per epoch while its loader drops each epoch's incomplete batch, so with few images a run ends before
+    ``total_iter`` without a word. Ours makes the sampler skip, once, the indices of epoch ``e`` it had already handed
+    out (``iter - e * iterations_per_epoch`` batches, recorded by :func:`patch_load_resume_state`), and derives the
+    number of epochs from the loader's real length.
+    """
+    import math
+
+    import basicsr.train
+    from basicsr.data.data_sampler import EnlargedSampler
+    from basicsr.utils import get_root_logger
+
+    class ResumedSampler(EnlargedSampler):
+        """An :class:`EnlargedSampler` that leaves out the first ``skip`` indices of epoch ``skip_epoch``, once."""
+
+        def __iter__(self):
+            indices = list(super().__iter__())
+            if self.epoch == self.skip_epoch:
+                indices, self.skip_epoch = indices[self.skip:], None
+            return iter(indices)
+
+    original = basicsr.train.create_train_val_dataloader
+
+    def create_train_val_dataloader(opt, logger):
+        train_loader, sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
+        per_epoch = len(train_loader)
+        if per_epoch == 0:
+            raise OptionError('datasets.train: fewer training samples than one batch (batch_size_per_gpu x number '
+                              'of processes); lower the batch size or raise dataset_enlarge_ratio.')
+        total_epochs = math.ceil(total_iters / per_epoch)
+        position = opt.get('resume_position')
+        if position and isinstance(sampler, EnlargedSampler):
+            done = position['iter'] - position['epoch'] * per_epoch
+            if 0 < done <= per_epoch:
+                sampler.__class__ = ResumedSampler
+                sampler.skip_epoch, sampler.skip = position['epoch'], done * train_loader.batch_size
+            else:
+                get_root_logger().warning(
+                    f"Resume: iteration {position['iter']} does not fall in epoch {position['epoch']} of "
+                    f'{per_epoch} iterations (batch size, processes or data changed?); the epoch restarts from its '
+                    'first batch.')
+        return train_loader, sampler, val_loaders, total_epochs, total_iters
+
+    create_train_val_dataloader.__doc__ = original.__doc__
+    basicsr.train.create_train_val_dataloader = create_train_val_dataloader
 
 
 def patch_check_resume() -> None:
@@ -232,6 +296,82 @@ def patch_model_to_device() -> None:
 
     model_to_device.__doc__ = BaseModel.model_to_device.__doc__
     BaseModel.model_to_device = model_to_device
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save(obj, path)`` through a temporary file in the same folder, flushed to disk and renamed.
+
+    ``os.replace`` is atomic on POSIX and Windows, so ``path`` is either the previous file (or absent) or the complete
+    new one; a process killed mid-write leaves only ``<path>.tmp<pid>``, a name resume never reads.
+    """
+    import torch
+    temporary = f'{path}.tmp{os.getpid()}'
+    try:
+        with open(temporary, 'wb') as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if osp.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _save_with_retries(obj: Any, path: str, what: str) -> None:
+    """:func:`atomic_save`, retried 3 times a second apart as BasicSR does; a final failure is logged, not raised."""
+    import time
+
+    from basicsr.utils import get_root_logger
+    for remaining in (2, 1, 0):
+        try:
+            atomic_save(obj, path)
+            return
+        except OSError as error:
+            get_root_logger().warning(f'Saving {what} {path} failed: {error}; {remaining} retries left.')
+            if remaining:
+                time.sleep(1)
+    get_root_logger().warning(f'Could not save {path}; training continues without it.')
+
+
+def patch_atomic_saves() -> None:
+    """Replace ``basicsr.models.base_model.BaseModel.save_network`` and ``BaseModel.save_training_state``.
+
+    BasicSR's versions ``torch.save`` straight to ``models/net_*_<iter>.pth`` and ``training_states/<iter>.state``;
+    a kill (pre-emption, out-of-memory killer) during the write leaves a truncated file under the final name, which
+    ``--auto_resume`` then picks as the latest state and fails on, or loads half a network from. Ours write the same
+    files with the same content through :func:`atomic_save`, on rank 0 only, as before.
+    """
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils.dist_util import master_only
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys.')
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {(name[len('module.'):] if name.startswith('module.') else name): value.cpu()
+                              for name, value in state.items()}
+        label = 'latest' if current_iter == -1 else current_iter
+        _save_with_retries(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'), 'network')
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        path = osp.join(self.opt['path']['training_states'], f'{current_iter}.state')
+        _save_with_retries(state, path, 'training state')
+
+    save_network.__doc__ = BaseModel.save_network.__doc__
+    save_training_state.__doc__ = BaseModel.save_training_state.__doc__
+    BaseModel.save_network = save_network
+    BaseModel.save_training_state = save_training_state
 
 
 # The optimizers BasicSR master's get_optimizer accepts.
@@ -323,10 +463,12 @@ def apply_all() -> None:
     patch_registry_get()
     patch_parse_options()
     patch_load_resume_state()
+    patch_train_dataloader_position()
     patch_check_resume()
     patch_init_dist_pytorch()
     patch_model_to_device()
     patch_get_optimizer()
+    patch_atomic_saves()
     patch_build_model_progressive()
     patch_module_entry_points()
     basicsr.utils.registry._dckd_patched = True

@@ -23,19 +23,24 @@ class UnknownTypeError(OptionError, KeyError):
         if close:
             lines.append(f'Did you mean: {", ".join(close)}?')
         if plugin:
-            lines.append(f'dckd-basicsr {registry}s: {", ".join(plugin)}')
-        lines.append(f'All registered {registry}s: {", ".join(known)}')
+            lines.append(f'dckd-basicsr {registry} names: {", ".join(plugin)}')
+        lines.append(f'All registered {registry} names: {", ".join(known)}')
         super().__init__('\n'.join(lines))
 
     def __str__(self) -> str:  # KeyError would print the message quoted, on one line
         return self.args[0]
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped after ``train.max_nonfinite_steps`` consecutive steps with a NaN/Inf loss term."""
+
+
 @contextlib.contextmanager
 def report_option_errors(prog: str = 'dckd-basicsr') -> Iterator[None]:
-    """Turn an :class:`OptionError` into ``prog: error: <message>`` on stderr and exit status 2."""
+    """Turn an :class:`OptionError` or a :class:`NonFiniteLossError` into ``prog: error: <message>`` on stderr and
+    exit status 2: both are for the user to act on, and BasicSR's stack trace would only hide the message."""
     try:
         yield
-    except OptionError as error:
+    except (OptionError, NonFiniteLossError) as error:
         print(f'{prog}: error: {error}', file=sys.stderr, flush=True)
         sys.exit(2)

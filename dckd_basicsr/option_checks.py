@@ -1,4 +1,5 @@
 """Checks of a parsed option file that run before BasicSR builds anything; each failure names the option key."""
+import os
 from os import path as osp
 from typing import Any, Dict
 
@@ -69,8 +70,82 @@ def check_dataset_paths(opt: Dict[str, Any]) -> None:
                                   '(build it with datasets_prep/, or use io_backend: disk for an image folder).')
 
 
+def _image_count(root: str, backend: str) -> int:
+    """Images BasicSR's paired dataset would list in ``root``: the files of a folder (not recursive, as
+    ``paired_paths_from_folder``), or the keys in an LMDB's ``meta_info.txt``."""
+    if backend == 'lmdb':
+        with open(osp.join(root, 'meta_info.txt')) as f:
+            return sum(1 for line in f if line.strip())
+    return sum(1 for entry in os.scandir(root) if entry.is_file())
+
+
+def check_paired_folders(opt: Dict[str, Any]) -> None:
+    """``PairedImageDataset`` needs one LQ image per GT image; BasicSR would stop with a bare assertion, or with
+    a ``KeyError`` deep in a DataLoader worker for an LMDB."""
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        if not isinstance(dataset_opt, dict) or dataset_opt.get('type') != 'PairedImageDataset' or \
+                dataset_opt.get('meta_info_file'):
+            continue
+        gt, lq = dataset_opt.get('dataroot_gt'), dataset_opt.get('dataroot_lq')
+        if not (isinstance(gt, str) and isinstance(lq, str) and osp.isdir(gt) and osp.isdir(lq)):
+            continue
+        backend = (dataset_opt.get('io_backend') or {}).get('type', 'disk')
+        gt_count, lq_count = _image_count(gt, backend), _image_count(lq, backend)
+        if gt_count != lq_count:
+            raise OptionError(f'datasets.{phase}.dataroot_lq: {lq} has {lq_count} images but datasets.{phase}.'
+                              f'dataroot_gt ({gt}) has {gt_count}; PairedImageDataset needs one LQ image per GT '
+                              'image.')
+
+
+def encoder_size_multiple(opt: Dict[str, Any]) -> int:
+    """Side multiple the VQGAN encoder needs (``2 ** (len(ch_mult) - 1)``), or 1 when no encoder loss is on."""
+    train_opt = opt.get('train') or {}
+    vqgan = opt.get('network_vqgan')
+    if not isinstance(vqgan, dict) or not (train_opt.get('cl_opt') or train_opt.get('ce_opt')):
+        return 1
+    from dckd_basicsr.archs.vqgan_arch import DEFAULT_DDCONFIG
+    return 2**(len((vqgan.get('ddconfig') or {}).get('ch_mult', DEFAULT_DDCONFIG['ch_mult'])) - 1)
+
+
+def check_patch_sizes(opt: Dict[str, Any]) -> None:
+    """Training patches: ``gt_size`` (and progressive ``gt_sizes``) divisible by ``scale``, so the LQ patch is
+    ``gt_size / scale`` exactly, and by the VQGAN encoder's stride when an encoder loss is on (student outputs are
+    ``gt_size`` wide and are not padded before the encoder)."""
+    scale = opt.get('scale') or 1
+    multiple = encoder_size_multiple(opt)
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        if not isinstance(dataset_opt, dict):
+            continue
+        sizes = [('gt_size', dataset_opt.get('gt_size'))]
+        sizes += [('gt_sizes', size) for size in (dataset_opt.get('gt_sizes') or [])]
+        for key, size in sizes:
+            if not isinstance(size, int):
+                continue
+            if size % scale:
+                raise OptionError(f'datasets.{phase}.{key}: {size} is not divisible by scale ({scale}); the LQ '
+                                  f'patch would be {size // scale} pixels, not {size / scale:g}. Use a multiple of '
+                                  f'{scale}.')
+            if size % multiple:
+                raise OptionError(f'datasets.{phase}.{key}: {size} is not a multiple of {multiple}, which the VQGAN '
+                                  'encoder of cl_opt / ce_opt needs (2 ** (len(network_vqgan.ddconfig.ch_mult) - 1)); '
+                                  f'use e.g. {size // multiple * multiple or multiple}.')
+
+
+def nonfinite_limit(train_opt: Dict[str, Any]) -> int:
+    """``train.max_nonfinite_steps``: consecutive steps with a NaN/Inf loss before training stops (default 10,
+    0 never stops)."""
+    limit = train_opt.get('max_nonfinite_steps', 10)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise OptionError(f'train.max_nonfinite_steps: {limit!r}; give a number of steps >= 0 (0 never stops).')
+    return limit
+
+
 def check_options(opt: Dict[str, Any]) -> None:
     """All checks, in the order a user would fix them."""
     check_option_types(opt)
     check_device_options(opt)
     check_dataset_paths(opt)
+    check_paired_folders(opt)
+    check_patch_sizes(opt)
+    if isinstance(opt.get('train'), dict):
+        nonfinite_limit(opt['train'])
