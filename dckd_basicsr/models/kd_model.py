@@ -16,7 +16,7 @@ random stream (saved in the training state with the Python/NumPy states), so a r
 uninterrupted one would.
 """
 import contextlib
-import os
+import math
 import random
 from collections import OrderedDict
 from os import path as osp
@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dckd_basicsr.degradations import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
-from dckd_basicsr.errors import OptionError
+from dckd_basicsr.compat import atomic_save
+from dckd_basicsr.errors import NonFiniteLossError, OptionError
 
 # Keys under which BasicSR archs name their input channels.
 IN_CHANNEL_KEYS = ('num_in_ch', 'in_chans', 'inp_channels', 'img_channel', 'in_nc', 'in_channels')
@@ -108,6 +109,7 @@ class KDModel(SRModel):
         self.net_g.train()
         rank = get_dist_info()[0]
         self.step_rng = _rng_for(self.device, int(self.opt.get('manual_seed') or 0) + 100003 * rank)
+        self.fast_options  # noqa: B018  (checks train.fast before anything is built)
         self.setup_teacher()
         self.setup_ema()
         self.setup_losses()
@@ -151,7 +153,7 @@ class KDModel(SRModel):
             freeze(self.net_g_ema)
 
     def loss_option_keys(self) -> List[str]:
-        return ['pixel_opt', 'logits_opt', 'lcr_opt']
+        return ['pixel_opt', 'logits_opt', 'kd_opt', 'lcr_opt', 'fakd_opt', 'zoom_in_opt', 'zoom_out_opt']
 
     def setup_losses(self) -> None:
         train_opt = self.opt['train']
@@ -159,26 +161,169 @@ class KDModel(SRModel):
         def build(key):
             return build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None
 
+        if train_opt.get('logits_opt') and train_opt.get('kd_opt'):
+            raise OptionError('train.kd_opt and train.logits_opt are the same term (output KD, kd_opt is an alias); '
+                              'give only one of them.')
         self.cri_pix = build('pixel_opt')
-        self.cri_kd = build('logits_opt')
+        self.cri_kd = build('kd_opt' if train_opt.get('kd_opt') else 'logits_opt')
         self.cri_lcr = build('lcr_opt')
         noisy = train_opt.get('noisy', self.opt.get('noisy')) or {}
         self.lcr_prob = float(noisy.get('prob', 0.5))
         if not 0 <= self.lcr_prob <= 1:
             raise OptionError(f'train.noisy.prob: {self.lcr_prob}; a probability must lie in [0, 1].')
+        self.cri_zoom_in = build('zoom_in_opt')
+        self.cri_zoom_out = build('zoom_out_opt')
+        self.setup_fakd()
 
     def loss_names(self) -> List[str]:
         """The configured terms, as logged."""
-        terms = {'l_pix': self.cri_pix, 'l_kd': self.cri_kd, 'l_lcr': self.cri_lcr}
+        terms = {'l_pix': self.cri_pix, 'l_kd': self.cri_kd, 'l_lcr': self.cri_lcr, 'l_fakd': self.cri_fakd,
+                 'l_zoom_in': self.cri_zoom_in, 'l_zoom_out': self.cri_zoom_out}
         return [name for name, loss in terms.items() if loss is not None]
+
+    def setup_fakd(self) -> None:
+        """FAKD (``train.fakd_opt``): hooks on ``student_layers`` of the student and ``teacher_layers`` of the teacher
+        (defaults and pairing rule in :mod:`dckd_basicsr.feature_hooks`); a dry run checks the paired map sizes."""
+        from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers, pair_layers
+        fakd_opt = dict(self.opt['train'].get('fakd_opt') or {})
+        self.cri_fakd = None
+        if not fakd_opt:
+            return
+        student_layers = fakd_opt.pop('student_layers', None) or default_feature_layers(self.opt['network_g'])
+        teacher_layers = fakd_opt.pop('teacher_layers', None)
+        if student_layers is None:
+            raise OptionError(f"train.fakd_opt.student_layers: missing, and there is no default for network_g.type "
+                              f"{self.opt['network_g'].get('type')!r} (defaults exist for RCAN and SwinIR); list the "
+                              'student modules whose outputs to distil, e.g. [body.0, body.1].')
+        if teacher_layers is None:
+            defaults = default_feature_layers(self.opt['network_t'])
+            if defaults is None:
+                raise OptionError(f"train.fakd_opt.teacher_layers: missing, and there is no default for network_t.type "
+                                  f"{self.opt['network_t'].get('type')!r}; list one teacher module per student layer.")
+            teacher_layers = pair_layers(len(student_layers), defaults)
+        if len(teacher_layers) != len(student_layers):
+            raise OptionError(f'train.fakd_opt: {len(student_layers)} student_layers but {len(teacher_layers)} '
+                              'teacher_layers; give one teacher layer per student layer.')
+        self.cri_fakd = build_loss(fakd_opt).to(self.device)
+        self.fakd_student = FeatureRecorder(self.get_bare_model(self.net_g), student_layers,
+                                            'train.fakd_opt.student_layers', only_in_training=True)
+        self.fakd_teacher = FeatureRecorder(self.net_t, teacher_layers, 'train.fakd_opt.teacher_layers')
+        self.check_fakd_shapes()
+
+    def check_fakd_shapes(self) -> None:
+        """Run student and teacher once on a small input: every paired map must have the same spatial size."""
+        size = 16
+        x = torch.zeros(1, _in_channels(self.opt['network_g']), size, size, device=self.device)
+        net_g = self.get_bare_model(self.net_g)
+        was_training = net_g.training
+        net_g.eval()  # no batch-norm statistics updated by the dry run; record it although in eval mode
+        self.fakd_student.only_in_training = False
+        with torch.no_grad():
+            net_g(x)
+            self.net_t(x)
+        self.fakd_student.only_in_training = True
+        net_g.train(was_training)
+        pairs = zip(self.fakd_student.layers, self.fakd_student.first(), self.fakd_teacher.layers,
+                    self.fakd_teacher.first())
+        self.fakd_student.clear()
+        self.fakd_teacher.clear()
+        for s_name, s_map, t_name, t_map in pairs:
+            if s_map.dim() != 4 or t_map.dim() != 4 or s_map.shape[-2:] != t_map.shape[-2:]:
+                raise OptionError(f'train.fakd_opt: student layer {s_name} gives {tuple(s_map.shape)} and teacher '
+                                  f'layer {t_name} {tuple(t_map.shape)} for a {size}x{size} input; paired maps need '
+                                  'the same spatial size (channels may differ).')
+
+    def fakd_term(self) -> Tensor:
+        """FAKD on the maps recorded in this step's student pass and the teacher's pass on the LQ input (the first
+        ``B`` samples of the teacher's batched pass; run here when no other term needed the teacher)."""
+        batch = self.lq.size(0)
+        recorded = all(self.fakd_teacher.records[name] for name in self.fakd_teacher.layers)
+        if not (recorded and self.needs_teacher_output()):  # run_teacher puts the LQ input first when it needs T(x)
+            self.fakd_teacher.clear()
+            self.teacher(self.lq)
+        teacher = [t[:batch].float() for t in self.fakd_teacher.first()]
+        loss = self.cri_fakd(self.fakd_student.first(), teacher)
+        self.fakd_student.clear()
+        self.fakd_teacher.clear()
+        return loss
+
+    def zoom_terms(self) -> 'OrderedDict[str, Tensor]':
+        """DUKD's data upcycling (:mod:`dckd_basicsr.upcycling`): the student matches the frozen teacher on
+        LQ-sized crops of the GT (``zoom_in_opt``) and on the LQ downscaled by MATLAB bicubic (``zoom_out_opt``)."""
+        from dckd_basicsr.upcycling import matlab_bicubic_downscale, padded_forward, zoom_in_crops
+        inputs = OrderedDict()
+        if self.cri_zoom_in is not None:
+            inputs['l_zoom_in'] = (self.cri_zoom_in, zoom_in_crops(self.gt, tuple(self.lq.shape[-2:])))
+        if self.cri_zoom_out is not None:
+            inputs['l_zoom_out'] = (self.cri_zoom_out, matlab_bicubic_downscale(self.lq, int(self.opt['scale'])))
+        # SwinIR students and teachers need sizes divisible by their windows (a 12x12 zoom-out at x4)
+        multiple = math.lcm(self.pad_multiple, int(self.opt['network_t'].get('window_size', 1)))
+        student = self.get_bare_model(self.net_g)  # extra passes outside DDP's forward; gradients still reduced
+        terms = OrderedDict()
+        with contextlib.ExitStack() as stack:
+            for recorder in (getattr(self, 'fakd_student', None), getattr(self, 'fakd_teacher', None)):
+                if recorder is not None:
+                    stack.enter_context(recorder.paused())
+            for name, (criterion, x) in inputs.items():
+                target = padded_forward(self.teacher, x, multiple)
+                terms[name] = criterion(padded_forward(student, x, multiple), target)
+        return terms
 
     # ------------------------------------------------------------------ training step
     def needs_teacher_output(self) -> bool:
         return self.cri_kd is not None
 
     def teacher(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.net_t(x)
+        """The frozen teacher on ``x``, in the ``train.fast`` precision and memory format; fp32 output."""
+        self.prepare_frozen(self.net_t)
+        return self.run_frozen(self.net_t, x)
+
+    # ------------------------------------------------------------------ frozen networks: train.fast
+    FAST_KEYS = ('autocast', 'channels_last')
+    AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+    @property
+    def fast_options(self) -> Dict[str, Any]:
+        """``train.fast`` checked once: ``autocast`` (``bf16``, ``fp16`` or off) and ``channels_last`` apply to the
+        frozen networks only (teacher here; history model and encoder in DCKD); the student stays in fp32."""
+        if getattr(self, '_fast_options', None) is None:
+            fast = (self.opt.get('train') or {}).get('fast') or {}
+            if not isinstance(fast, dict):
+                raise OptionError(f'train.fast: {fast!r}; give a mapping, e.g. '
+                                  '{autocast: bf16, channels_last: true}.')
+            unknown = sorted(set(fast) - set(self.FAST_KEYS))
+            if unknown:
+                raise OptionError(f'train.fast.{unknown[0]}: unknown key; {type(self).__name__} knows '
+                                  f'{", ".join(self.FAST_KEYS)}.')
+            autocast = fast.get('autocast') or None
+            if autocast is not None and autocast not in self.AUTOCAST_DTYPES:
+                raise OptionError(f'train.fast.autocast: {autocast!r}; use bf16, fp16 or false.')
+            self._fast_options = dict(fast, autocast=autocast, channels_last=bool(fast.get('channels_last', False)))
+        return self._fast_options
+
+    def frozen_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for the frozen networks (a no-op unless ``train.fast.autocast`` is set)."""
+        name = self.fast_options['autocast']
+        if name is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.AUTOCAST_DTYPES[name])
+
+    def frozen_input(self, x: Tensor) -> Tensor:
+        """``x`` in the frozen networks' memory format (channels_last with ``train.fast.channels_last``)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.fast_options['channels_last'] else x
+
+    def prepare_frozen(self, net: nn.Module) -> nn.Module:
+        """Convert a frozen network to channels_last once, when ``train.fast.channels_last`` asks for it."""
+        if self.fast_options['channels_last'] and not getattr(net, '_dckd_channels_last', False):
+            net.to(memory_format=torch.channels_last)
+            net._dckd_channels_last = True
+        return net
+
+    def run_frozen(self, net: nn.Module, x: Tensor) -> Tensor:
+        """A frozen network's forward without gradient, under :meth:`frozen_autocast`; fp32, contiguous output."""
+        with torch.no_grad(), self.frozen_autocast():
+            out = net(self.frozen_input(x))
+        return out.float().contiguous()
 
     def compute_losses(self, current_iter: int) -> 'OrderedDict[str, Tensor]':
         """The terms of Eq. 10 this model has (KD base: rec, kd, lcr), each already weighted."""
@@ -189,6 +334,10 @@ class KDModel(SRModel):
             losses['l_kd'] = self.cri_kd(self.output, self.output_t)
         if self.cri_lcr is not None:
             losses['l_lcr'] = self.cri_lcr(self.output, self.lcr_target)
+        if self.cri_fakd is not None:
+            losses['l_fakd'] = self.fakd_term()
+        if self.cri_zoom_in is not None or self.cri_zoom_out is not None:
+            losses.update(self.zoom_terms())
         return losses
 
     def run_teacher(self) -> None:
@@ -207,18 +356,59 @@ class KDModel(SRModel):
             self.lcr_target = undo_invertible_ops(outputs[-1], masks)
 
     def optimize_parameters(self, current_iter: int) -> None:
+        """One step on the sum of the terms of Eq. 10. A step where a term is NaN or infinite updates nothing (no
+        optimizer step, no EMA, no history update); see :meth:`skip_nonfinite_step`."""
         with self.model_random_stream():
             self.optimizer_g.zero_grad(set_to_none=True)
             self.output = self.net_g(self.lq)
             self.run_teacher()
             losses = self.compute_losses(current_iter)
-            l_total = sum(losses.values())
-            l_total.backward()
-            self.optimizer_g.step()
+            nonfinite = self.nonfinite_terms(losses)
+            if not nonfinite:
+                l_total = sum(losses.values())
+                l_total.backward()
+                self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(losses)
+        if nonfinite:
+            self.skip_nonfinite_step(current_iter, nonfinite)
+            return
+        self.nonfinite_steps = 0
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
         self.after_step(current_iter)
+
+    # ------------------------------------------------------------------ non-finite losses
+    def nonfinite_terms(self, losses: 'OrderedDict[str, Tensor]') -> List[str]:
+        """Names of the terms that are NaN or infinite on any rank.
+
+        Under DDP the flags are all-reduced, so every rank skips the same steps: a rank that went on to ``backward``
+        alone would wait forever in the gradient all-reduce.
+        """
+        flags = torch.stack([~torch.isfinite(value.detach()).all() for value in losses.values()]).float()
+        if self.opt.get('dist'):
+            torch.distributed.all_reduce(flags)
+        return [name for name, flag in zip(losses, flags.tolist()) if flag > 0]
+
+    def max_nonfinite_steps(self) -> int:
+        """``train.max_nonfinite_steps`` (default 10): consecutive skipped steps before the run stops; 0 never stops."""
+        from dckd_basicsr.option_checks import nonfinite_limit
+        return nonfinite_limit(self.opt['train'])
+
+    def skip_nonfinite_step(self, current_iter: int, terms: List[str]) -> None:
+        """Log the skipped step with the offending terms; raise ``FloatingPointError`` once
+        ``train.max_nonfinite_steps`` consecutive steps were skipped."""
+        self.nonfinite_steps = getattr(self, 'nonfinite_steps', 0) + 1
+        limit = self.max_nonfinite_steps()
+        values = ', '.join(f'{name} = {self.log_dict[name]}' for name in terms)
+        get_root_logger().warning(
+            f'iter {current_iter}: non-finite loss ({values}); skipped the optimizer, EMA and history updates '
+            f'({self.nonfinite_steps} in a row{f", the run stops at {limit}" if limit else ""}).')
+        if limit and self.nonfinite_steps >= limit:
+            raise NonFiniteLossError(
+                f'iter {current_iter}: {self.nonfinite_steps} consecutive steps had a non-finite loss '
+                f'(last: {values}), the limit set by train.max_nonfinite_steps ({limit}); stopping. The checkpoints '
+                'saved so far hold no NaN/Inf from these steps. Check the teacher and encoder checkpoints for NaN/Inf '
+                'and the learning rate, or raise train.max_nonfinite_steps (0 never stops).')
 
     def after_step(self, current_iter: int) -> None:
         """Hook run after the optimizer and EMA updates (the history model update in DCKD)."""
@@ -288,10 +478,8 @@ class KDModel(SRModel):
                  'schedulers': [s.state_dict() for s in self.schedulers]}
         if getattr(self, '_random_states_to_save', None) is not None:
             state['rng'] = self._random_states_to_save
-        save_path = osp.join(self.opt['path']['training_states'], f'{current_iter}.state')
-        temporary = f'{save_path}.tmp'
-        torch.save(state, temporary)
-        os.replace(temporary, save_path)  # a kill never leaves a half-written .state that resume would pick
+        # a kill never leaves a half-written .state that resume would pick
+        atomic_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         super().resume_training(resume_state)

@@ -1,0 +1,71 @@
+"""DUKD's data upcycling (Zhang et al., "Data Upcycling Knowledge Distillation for Image Super-Resolution", 2023).
+
+Two new student inputs per training sample, made from the pair (LQ ``x``, GT ``y``) the loader gives, on which the
+frozen teacher's output is the label:
+
+* zoom-in (:func:`zoom_in_crops`): an LQ-sized crop of the GT patch, at a random position per sample; the teacher
+  restores it to a patch ``scale`` times larger, of detail finer than any GT;
+* zoom-out (:func:`matlab_bicubic_downscale`): the LQ input downscaled by ``1 / scale`` with MATLAB's bicubic
+  ``imresize`` (anti-aliased), as the LQ of the training data was made from the GT.
+
+:func:`matlab_bicubic_downscale` is BasicSR's ``imresize`` (same weights, from BasicSR's
+``calculate_weights_indices``, and the same symmetric border) written as two matrix products, so it runs batched
+and on the tensors' device. :func:`padded_forward` runs a network on inputs whose size is no multiple of its window
+(SwinIR on a 12x12 zoom-out) by reflect-padding and cropping back, as validation does.
+"""
+import functools
+import math
+from typing import Optional
+
+import torch
+from basicsr.utils.matlab_functions import calculate_weights_indices
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+@functools.lru_cache(maxsize=32)
+def _resize_matrix(in_length: int, scale: float, antialiasing: bool = True) -> Tensor:
+    """(out, in) matrix of BasicSR's ``imresize`` along one axis, the symmetric border folded in."""
+    out_length = math.ceil(in_length * scale)
+    weights, indices, sym_len_s, _ = calculate_weights_indices(in_length, out_length, scale, 'cubic', 4, antialiasing)
+    matrix = torch.zeros(out_length, in_length, dtype=torch.float64)
+    for i in range(out_length):
+        for k in range(weights.size(1)):
+            padded = int(indices[i][k])  # index into the border-extended signal
+            if padded < sym_len_s:
+                source = sym_len_s - 1 - padded
+            elif padded < sym_len_s + in_length:
+                source = padded - sym_len_s
+            else:
+                source = in_length - 1 - (padded - sym_len_s - in_length)
+            matrix[i, source] += float(weights[i][k])
+    return matrix
+
+
+def matlab_bicubic_downscale(x: Tensor, scale: int) -> Tensor:
+    """(B, C, H, W) -> (B, C, ceil(H / scale), ceil(W / scale)), MATLAB ``imresize(x, 1 / scale, 'bicubic')``."""
+    rows = _resize_matrix(x.size(-2), 1 / scale).to(x)
+    cols = _resize_matrix(x.size(-1), 1 / scale).to(x)
+    return rows @ x @ cols.t()
+
+
+def zoom_in_crops(gt: Tensor, size: tuple, generator: Optional[torch.Generator] = None) -> Tensor:
+    """One ``size`` (h, w) crop of each GT sample, at a uniformly random position per sample."""
+    batch, _, height, width = gt.shape
+    h, w = size
+    device = gt.device if generator is None else generator.device
+    tops = torch.randint(height - h + 1, (batch, ), generator=generator, device=device).tolist()
+    lefts = torch.randint(width - w + 1, (batch, ), generator=generator, device=device).tolist()
+    return torch.stack([sample[:, t:t + h, l:l + w] for sample, t, l in zip(gt, tops, lefts)])
+
+
+def padded_forward(net: nn.Module, x: Tensor, multiple: int) -> Tensor:
+    """``net(x)``, with ``x`` reflect-padded (bottom/right) to a multiple of ``multiple`` and the output cropped."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if not (pad_h or pad_w):
+        return net(x)
+    mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
+    output = net(F.pad(x, (0, pad_w, 0, pad_h), mode=mode))
+    scale = output.size(-2) // (height + pad_h)
+    return output[..., :height * scale, :width * scale]

@@ -1,0 +1,251 @@
+"""Write the super-resolution option files of every row of the paper's Table 2 from one table of differences.
+
+    python options/generate_sr_options.py           # rewrite options/train/{SwinIR,RCAN}/ and options/test/...
+    python options/generate_sr_options.py --check   # exit 1 if a committed file differs from what would be written
+
+Rows (``METHODS``), each for SwinIR and RCAN at x2, x3 and x4, in ``options/train/<Backbone>/`` as
+``train_<Backbone>_SRx<scale>_<Method>.yml`` (run name ``<Backbone>_SRx<scale>_<Method>``, which
+``dckd_basicsr.results`` parses), plus one test file per row in ``options/test/<Backbone>/``. Every file of one
+backbone and scale shares the data, network, schedule, validation and logging blocks (``base_options``); a method
+adds only its own keys (``METHOD_KEYS``). ``train_SwinIR_SRx4_DCKD_authors.yml`` is the authors' file and is not
+generated. Edit this script, not the generated files; ``tests/test_option_files.py`` checks they agree.
+"""
+import argparse
+import copy
+import sys
+from os import path as osp
+from typing import Any, Dict, List, Tuple
+
+import yaml
+
+ROOT = osp.dirname(osp.abspath(__file__))
+SCALES = (2, 3, 4)
+BACKBONES = ('SwinIR', 'RCAN')
+METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar')
+TEST_SETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
+
+# Table 1: students and teachers (docs/model_sizes.md); `upscale` is set per scale.
+SWINIR = dict(type='SwinIR', upscale=None, in_chans=3, img_size=48, window_size=8, img_range=1.0,
+              depths=[6, 6, 6, 6], embed_dim=60, num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler='pixelshuffle',
+              resi_connection='1conv')
+NETWORKS = {
+    'SwinIR': {'student': SWINIR,
+               'teacher': dict(SWINIR, depths=[6] * 6, embed_dim=180, num_heads=[6] * 6)},
+    'RCAN': {'student': dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=64, num_group=10, num_block=6,
+                             squeeze_factor=16, upscale=None, res_scale=1, img_range=255.0,
+                             rgb_mean=[0.4488, 0.4371, 0.4040]),
+             'teacher': None},
+}
+NETWORKS['RCAN']['teacher'] = dict(NETWORKS['RCAN']['student'], num_block=20)
+# The authors' releases (SwinIR-M classical SR on DF2K; RCAN BIX), loaded as they are (path.teacher_format: auto).
+TEACHER_FILES = {'SwinIR': 'experiments/pretrained_models/SwinIR/001_classicalSR_DF2K_s64w8_SwinIR-M_x{s}.pth',
+                 'RCAN': 'experiments/pretrained_models/RCAN/RCAN_BIX{s}.pt'}
+SCRATCH_MODEL = {'SwinIR': 'SwinIRModel', 'RCAN': 'SRModel'}  # SwinIRModel pads validation inputs to the window
+
+L1 = dict(type='L1Loss', loss_weight=1.0, reduction='mean')
+VQGAN = dict(type='VQGAN', embed_dim=256, n_embed=1024,
+             ddconfig=dict(double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128,
+                           ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2, attn_resolutions=[16], dropout=0.0))
+VQGAN_PATH = 'experiments/pretrained_models/VQGAN/vqgan_imagenet_f16_1024/checkpoints/last.ckpt'
+
+TEACHER_KEYS = {'network_t': None, 'path.pretrain_network_t': None, 'path.param_key_t': 'params',
+                'path.strict_load_t': True}
+DUKD_KEYS = {'train.lcr_opt': L1, 'train.noisy': {'prob': 0.5}, 'train.zoom_in_opt': L1, 'train.zoom_out_opt': L1}
+DCKD_KEYS = {
+    'network_his': True, 'network_vqgan': VQGAN, 'path.pretrain_network_vqgan': VQGAN_PATH,
+    'path.param_key_vqgan': 'state_dict', 'path.strict_load_vqgan': False,
+    'train.cl_opt': dict(type='ContrasLoss', d_func='L1', loss_weight=0.1, weights=[0.03125, 0.0625, 0.125, 0.25, 1.0]),
+    'train.ce_opt': dict(type='DistributionMappingLoss', loss_weight=0.001),
+    'train.num_neg': 4, 'train.gaussian_noise_prob': 1, 'train.gray_noise_prob': 0.5, 'train.gaussian_blur_prob': 0,
+    'train.resize_prob': 0, 'train.update_decay': 0.1, 'train.step': [1000, 2000, 3000],
+}
+# The table of differences: what each row adds to the shared blocks (model_type is set in method_options).
+METHOD_KEYS: Dict[str, Dict[str, Any]] = {
+    'Scratch': {},
+    'Logits': dict(TEACHER_KEYS, **{'train.logits_opt': L1}),
+    'FAKD': dict(TEACHER_KEYS, **{'train.logits_opt': L1, 'train.fakd_opt': dict(type='FAKDLoss', loss_weight=1.0)}),
+    'DUKD': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **DUKD_KEYS),
+    'DCKD': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **DCKD_KEYS),
+    'DCKDstar': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **DUKD_KEYS, **DCKD_KEYS),
+}
+DESCRIPTIONS = {
+    'Scratch': 'the student trained alone: L1 reconstruction only (Table 2 "Scratch").',
+    'Logits': 'output KD: L1 rec + L1 between student and teacher outputs (Table 2 "Logits").',
+    'FAKD': 'FAKD (He et al., ICIP 2020): rec + logits KD + spatial-affinity L1 on the outputs of every student\n'
+            '# group/RSTB, paired with the teacher group at the same relative depth (Table 2 "FAKD").',
+    'DUKD': 'DUKD (Zhang et al., 2023): rec + logits KD + label-consistency (lcr_opt) + zoom-in and zoom-out data\n'
+            '# upcycling, the teacher labelling the upcycled inputs.',
+    'DCKD': 'DCKD as the paper writes it: rec + logits KD + 0.1 * DCR (Eq. 5) + 0.001 * DMM (Eq. 9).',
+    'DCKDstar': 'DCKD* = DCKD + the DUKD terms (lcr_opt, zoom_in_opt, zoom_out_opt) (Table 2 "DCKD*").',
+}
+# Comment lines written above a top-level key or a key of `train`.
+COMMENTS = {
+    'num_gpu': 'the authors train on 4 GPUs (4 x 16 patches); set 0 for CPU',
+    'network_g': 'student (Table 1, docs/model_sizes.md)',
+    'network_t': 'teacher (Table 1): frozen, no gradients, never in DDP, the optimizer or the EMA',
+    'network_his': 'history model: a copy of network_g that trails the EMA student',
+    'network_vqgan': 'frozen VQGAN (taming-transformers, ImageNet, f16, 1024 codes); only the encoder side is built',
+    'train.scheduler': "one milestone at the end as in the authors' files: no decay (paper text: /10 every 1e5)",
+    'train.pixel_opt': 'L_rec: student vs GT',
+    'train.logits_opt': 'L_kd: student vs teacher output (kd_opt is an alias)',
+    'train.fakd_opt': 'FAKD: affinity L1 on every RCAN residual group / SwinIR RSTB output (feature_hooks.py)',
+    'train.lcr_opt': 'DUKD label consistency: teacher on inverted/flipped/transposed inputs, mapped back',
+    'train.zoom_in_opt': 'DUKD zoom-in: the student matches the teacher on LQ-sized crops of the GT patch',
+    'train.zoom_out_opt': 'DUKD zoom-out: the student matches the teacher on the LQ downscaled by MATLAB bicubic',
+    'train.cl_opt': 'DCR (Eq. 5), lambda_dcl = 0.1',
+    'train.ce_opt': "DMM (Eq. 9), lambda_ce = 0.001; type CELoss reproduces the authors' code instead (see README)",
+    'train.num_neg': 'negatives: the LQ input + num_neg degraded copies, restored by the history model',
+    'train.update_decay': 'theta_his = decay * theta_his + (1 - decay) * theta_ema every step[(iter - 1) // 1e5]',
+}
+HEADER = '# Generated by options/generate_sr_options.py from one table of differences; edit that script, not this file.'
+
+
+def _set(opt: Dict[str, Any], dotted: str, value: Any) -> None:
+    node = opt
+    *parents, last = dotted.split('.')
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = copy.deepcopy(value)
+
+
+def _dataset(name: str, scale: int) -> Dict[str, Any]:
+    return dict(name=name, type='PairedImageDataset', dataroot_gt=f'datasets/Benchmark_SR/{name}/HR',
+                dataroot_lq=f'datasets/Benchmark_SR/{name}/LR_bicubic/X{scale}', filename_tmpl=f'{{}}x{scale}',
+                io_backend=dict(type='disk'))
+
+
+def _metrics(scale: int) -> Dict[str, Any]:
+    return {name: dict(type=f'calculate_{name}', crop_border=scale, test_y_channel=True) for name in ('psnr', 'ssim')}
+
+
+def _network(backbone: str, role: str, scale: int) -> Dict[str, Any]:
+    return dict(NETWORKS[backbone][role], upscale=scale)
+
+
+def base_options(backbone: str, scale: int) -> Dict[str, Any]:
+    """The blocks every method of one backbone and scale shares (paper settings, PAPER.md)."""
+    train_set = dict(name='DIV2K', type='PairedImageDataset', dataroot_gt='datasets/DIV2K/DIV2K_train_HR_sub.lmdb',
+                     dataroot_lq=f'datasets/DIV2K/DIV2K_train_LR_bicubic_X{scale}_sub.lmdb', meta_info_file=None,
+                     io_backend=dict(type='lmdb'), gt_size=48 * scale, use_hflip=True, use_rot=True,
+                     num_worker_per_gpu=4, batch_size_per_gpu=16, dataset_enlarge_ratio=1, prefetch_mode=None)
+    return {
+        'name': None, 'model_type': None, 'scale': scale, 'num_gpu': 'auto', 'manual_seed': 0,
+        'datasets': {'train': train_set, 'val': _dataset('Set5', scale)},
+        'network_g': _network(backbone, 'student', scale),
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'ema_decay': 0.999,
+            'optim_g': dict(type='Adam', lr=1e-4, weight_decay=0, betas=[0.9, 0.99]),
+            # the authors' files: one milestone at the end, so no decay (the paper's text says /10 every 1e5)
+            'scheduler': dict(type='MultiStepLR', milestones=[250000], gamma=0.5),
+            'total_iter': 250000, 'warmup_iter': -1,
+            'pixel_opt': L1,
+        },
+        'val': {'val_freq': 5000, 'save_img': False, 'metrics': _metrics(scale)},
+        'logger': {'print_freq': 100, 'save_checkpoint_freq': 5000, 'use_tb_logger': True,
+                   'wandb': {'project': None, 'resume_id': None}},
+        'dist_params': {'backend': 'nccl', 'port': 29500},
+    }
+
+
+def method_options(backbone: str, scale: int, method: str) -> Dict[str, Any]:
+    opt = base_options(backbone, scale)
+    opt['name'] = f'{backbone}_SRx{scale}_{method}'
+    opt['model_type'] = {'Scratch': SCRATCH_MODEL[backbone], 'DCKD': 'DCKDModel', 'DCKDstar': 'DCKDModel'}.get(
+        method, 'KDModel')
+    teacher = {'network_t': _network(backbone, 'teacher', scale),
+               'path.pretrain_network_t': TEACHER_FILES[backbone].format(s=scale)}
+    for key, value in METHOD_KEYS[method].items():
+        _set(opt, key, teacher.get(key, value))
+    # keep the option file's reading order: networks before path, train blocks in the order of Eq. 10
+    order = ['name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_t',
+             'network_his', 'network_vqgan', 'path', 'train', 'val', 'logger', 'dist_params']
+    return {key: opt[key] for key in order if key in opt}
+
+
+def test_options(backbone: str, scale: int, method: str) -> Dict[str, Any]:
+    """Evaluate the row's EMA student on the SR benchmarks (PSNR/SSIM on Y, border = scale)."""
+    return {
+        'name': f'test_{backbone}_SRx{scale}_{method}', 'model_type': 'KDModel', 'scale': scale, 'num_gpu': 'auto',
+        'manual_seed': 0,
+        'datasets': {f'test_{i}': _dataset(name, scale) for i, name in enumerate(TEST_SETS, 1)},
+        'network_g': _network(backbone, 'student', scale),
+        'path': {'pretrain_network_g': f'experiments/{backbone}_SRx{scale}_{method}/models/net_g_latest.pth',
+                 'param_key_g': 'params_ema', 'strict_load_g': True},
+        'val': {'save_img': True, 'suffix': None, 'metrics': _metrics(scale)},
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block mappings, ``[a, b]`` lists of scalars, ``~`` for None (BasicSR's style)."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(not isinstance(item, (dict, list)) for item in data)
+    return dumper.represent_sequence('tag:yaml.org,2002:seq', data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(type(None), lambda dumper, _: dumper.represent_scalar('tag:yaml.org,2002:null', '~'))
+
+
+def render(opt: Dict[str, Any], comment: List[str]) -> str:
+    """YAML text: the comment, then top-level blocks separated by blank lines."""
+    body = yaml.dump(opt, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=118)
+    lines, section = [], ''
+    for line in body.splitlines():
+        key = line.strip().split(':')[0]
+        if not line.startswith(' '):
+            section = key
+            if lines and key in ('datasets', 'network_g', 'path', 'train', 'val', 'logger'):
+                lines.append('')
+            note = COMMENTS.get(key)
+        else:
+            note = COMMENTS.get(f'{section}.{key}') if line.startswith('  ') and line[2] != ' ' else None
+        if note:
+            lines.append(line[:len(line) - len(line.lstrip())] + f'# {note}')
+        lines.append(line)
+    return '\n'.join(comment + lines) + '\n'
+
+
+def all_files() -> List[Tuple[str, str]]:
+    """(path relative to options/, text) of every generated file."""
+    files = []
+    for backbone in BACKBONES:
+        for scale in SCALES:
+            for method in METHODS:
+                stem = f'{backbone}_SRx{scale}_{method}'
+                train_comment = [HEADER, f'# {backbone} x{scale}, {DESCRIPTIONS[method]}',
+                                 f'#   python -m dckd_basicsr.train -opt options/train/{backbone}/train_{stem}.yml']
+                files.append((osp.join('train', backbone, f'train_{stem}.yml'),
+                              render(method_options(backbone, scale, method), train_comment)))
+                test_comment = [HEADER, f'# Evaluate the EMA student of {stem} on the SR benchmarks.',
+                                f'#   python -m dckd_basicsr.test -opt options/test/{backbone}/test_{stem}.yml']
+                files.append((osp.join('test', backbone, f'test_{stem}.yml'),
+                              render(test_options(backbone, scale, method), test_comment)))
+    return files
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--check', action='store_true', help='compare with the files on disk, write nothing')
+    args = parser.parse_args(argv)
+    stale = []
+    for relative, text in all_files():
+        path = osp.join(ROOT, relative)
+        current = open(path).read() if osp.isfile(path) else None
+        if current == text:
+            continue
+        stale.append(relative)
+        if not args.check:
+            import os
+            os.makedirs(osp.dirname(path), exist_ok=True)
+            with open(path, 'w') as f:
+                f.write(text)
+    verb = 'differ from the generator' if args.check else 'written'
+    print(f'{len(stale)} file(s) {verb}' + (': ' + ', '.join(stale) if stale else ''))
+    return 1 if args.check and stale else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Every row of Table 2 on the KD base: FAKD (feature hooks, affinity loss), DUKD (upcycling, invertible ops), the
+kd_opt alias, and three training steps of each generated option file with tiny networks (in-process, CPU)."""
+import copy
+import importlib.util
+import itertools
+import sys
+from os import path as osp
+
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.models import build_model
+from basicsr.utils.matlab_functions import imresize
+from torch.nn import functional as F
+
+import dckd_basicsr  # noqa: F401
+from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
+from dckd_basicsr.degradations import INVERTIBLE_OPS, apply_invertible_ops, undo_invertible_ops
+from dckd_basicsr.errors import OptionError
+from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers, pair_layers
+from dckd_basicsr.losses.fakd_loss import FAKDLoss, spatial_affinity
+from dckd_basicsr.upcycling import matlab_bicubic_downscale, padded_forward, zoom_in_crops
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+# ---------------------------------------------------------------- FAKD loss and hooks
+def test_fakd_loss_hand_computed():
+    # student: positions (1, 0) and (0, 1) -> affinity I; teacher: both positions (1, 1, 0) -> all ones
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)
+    teacher = torch.tensor([[2.0, 3.0], [2.0, 3.0], [0.0, 0.0]]).view(1, 3, 1, 2)
+    assert torch.allclose(spatial_affinity(student)[0], torch.eye(2))
+    assert torch.allclose(spatial_affinity(teacher)[0], torch.ones(2, 2), atol=1e-6)
+    # second pair: equal directions -> 0; mean over pairs (0.5 + 0) / 2, times loss_weight 2
+    same = torch.tensor([[1.0, -2.0]]).view(1, 1, 1, 2)
+    loss = FAKDLoss(loss_weight=2.0)([student, same], [teacher, 3 * same])
+    assert loss.item() == pytest.approx(2.0 * (0.5 + 0.0) / 2)
+
+
+def test_fakd_loss_matches_pairwise_cosine_reference():
+    generator = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 4, 3, 5, generator=generator), torch.randn(2, 7, 3, 5, generator=generator)
+    flat_s, flat_t = s.flatten(2), t.flatten(2)
+    expected = torch.zeros(())
+    for b in range(2):
+        for i in range(15):
+            for j in range(15):
+                a_s = F.cosine_similarity(flat_s[b, :, i], flat_s[b, :, j], dim=0, eps=1e-12)
+                a_t = F.cosine_similarity(flat_t[b, :, i], flat_t[b, :, j], dim=0, eps=1e-12)
+                expected += (a_s - a_t).abs()
+    assert FAKDLoss()([s], [t]).item() == pytest.approx(expected.item() / (2 * 15 * 15), rel=1e-5)
+    with pytest.raises(ValueError, match='spatial size'):
+        FAKDLoss()([s], [t[..., :4]])
+
+
+def test_default_layers_and_pairing_rule():
+    assert default_feature_layers({'type': 'RCAN', 'num_group': 10}) == [f'body.{i}' for i in range(10)]
+    assert default_feature_layers({'type': 'SwinIR', 'depths': [6] * 4}) == [f'layers.{i}' for i in range(4)]
+    assert default_feature_layers({'type': 'MSRResNet'}) is None
+    teacher6 = [f'layers.{i}' for i in range(6)]
+    assert pair_layers(4, teacher6) == ['layers.1', 'layers.2', 'layers.4', 'layers.5']
+    assert pair_layers(6, teacher6) == teacher6
+    assert pair_layers(3, [f'body.{i}' for i in range(10)]) == ['body.3', 'body.6', 'body.9']
+
+
+def test_recorder_turns_swinir_tokens_into_maps_and_respects_eval_mode():
+    net = build_network(dict(tiny_swinir(8, depths=[1, 1]), drop_path_rate=0.0))  # deterministic in train mode
+    recorder = FeatureRecorder(net, ['layers.1', 'conv_first'], 'opt', only_in_training=True)
+    x = torch.rand(2, 3, 8, 12)
+    net(x)
+    maps = recorder.first()
+    assert maps[0].shape == (2, 8, 8, 12) and maps[1].shape == (2, 8, 8, 12)
+    # the RSTB output as a map equals what SwinIR's patch_unembed makes of it
+    with recorder.paused():
+        embedded = net.pos_drop(net.patch_embed(net.conv_first((x - net.mean) * net.img_range)))
+        tokens = net.layers[1](net.layers[0](embedded, (8, 12)), (8, 12))
+    assert torch.allclose(maps[0], net.patch_unembed(tokens, (8, 12)))
+    net.eval()
+    net(x)
+    assert len(recorder.records['layers.1']) == 1  # eval-mode passes (validation) are not recorded
+    with pytest.raises(OptionError, match='no module named layers.9'):
+        FeatureRecorder(net, ['layers.9'], 'train.fakd_opt.student_layers')
+
+
+# ---------------------------------------------------------------- tiny models
+def tiny_swinir(dim, depths=(1, ), upscale=2):
+    return dict(type='SwinIR', upscale=upscale, in_chans=3, img_size=16, window_size=4, img_range=1.,
+                depths=list(depths), embed_dim=dim, num_heads=[2] * len(depths), mlp_ratio=2,
+                upsampler='pixelshuffle', resi_connection='1conv')
+
+
+def tiny_rcan(groups):
+    return dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=16, num_group=groups, num_block=1, squeeze_factor=4,
+                upscale=2)
+
+
+TINY_VQGAN = dict(type='VQGAN', embed_dim=8, n_embed=16,
+                  ddconfig=dict(ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[], z_channels=8,
+                                resolution=16))
+
+
+def save(net_opt, path, seed):
+    torch.manual_seed(seed)
+    torch.save({'params': build_network(net_opt).state_dict()}, path)
+    return str(path)
+
+
+def kd_options(tmp_path, student, teacher, **train):
+    for folder in ('models', 'states'):
+        (tmp_path / folder).mkdir(exist_ok=True)
+    train_opt = dict(ema_decay=0.5, optim_g=dict(type='Adam', lr=1e-3, betas=[0.9, 0.99]),
+                     scheduler=dict(type='MultiStepLR', milestones=[100], gamma=0.5), pixel_opt=dict(type='L1Loss'))
+    train_opt.update(train)
+    return dict(is_train=True, dist=False, num_gpu=0, rank=0, world_size=1, manual_seed=0, scale=2,
+                model_type='KDModel', network_g=student, network_t=teacher,
+                path=dict(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'),
+                          pretrain_network_t=save(teacher, tmp_path / 'teacher.pth', 1)),
+                train=train_opt, val=dict(metrics={}))
+
+
+def batch(seed=0, size=8):
+    generator = torch.Generator().manual_seed(seed)
+    return {'lq': torch.rand(2, 3, size, size, generator=generator),
+            'gt': torch.rand(2, 3, 2 * size, 2 * size, generator=generator)}
+
+
+def test_fakd_gradient_reaches_the_student_features_not_the_teacher(tmp_path):
+    opt = kd_options(tmp_path, tiny_swinir(8, [1, 1]), tiny_swinir(16, [1, 1, 1]),
+                     logits_opt=dict(type='L1Loss'), lcr_opt=dict(type='L1Loss'),
+                     fakd_opt=dict(type='FAKDLoss', loss_weight=1.0))
+    model = build_model(opt)
+    assert model.fakd_student.layers == ['layers.0', 'layers.1']
+    assert model.fakd_teacher.layers == ['layers.1', 'layers.2']
+    model.feed_data(batch())
+    model.output = model.net_g(model.lq)
+    model.run_teacher()  # batched with the LCR input: the FAKD maps are the first B samples
+    student_maps = model.fakd_student.first()
+    teacher_maps = [t[:2] for t in model.fakd_teacher.first()]
+    assert all(t.grad_fn is None and not t.requires_grad for t in teacher_maps)
+    loss = model.fakd_term()
+    grads = torch.autograd.grad(loss, student_maps)
+    assert all(g.abs().sum() > 0 for g in grads)
+    # the teacher maps are the teacher's on the clean LQ input
+    teacher = build_network(opt['network_t'])
+    teacher.load_state_dict(model.net_t.state_dict())
+    reference = FeatureRecorder(teacher.eval(), ['layers.2'], 'x')
+    with torch.no_grad():
+        teacher(model.lq)
+    assert torch.allclose(reference.first()[0], teacher_maps[1], atol=1e-6)
+    assert loss.item() == pytest.approx(FAKDLoss()(student_maps, teacher_maps).item())
+    assert not model.fakd_student.records['layers.0'] and not model.fakd_teacher.records['layers.1']  # cleared
+
+
+@pytest.mark.parametrize('fakd,message', [
+    (dict(student_layers=['conv_first'], teacher_layers=['upsample']), 'student layer conv_first .* teacher layer '
+                                                                        'upsample'),
+    (dict(student_layers=['layers.0'], teacher_layers=['layers.7']), 'teacher_layers: no module named layers.7'),
+    (dict(student_layers=['layers.0'], teacher_layers=['layers.0', 'layers.1']), '1 student_layers but 2'),
+])
+def test_fakd_option_errors(tmp_path, fakd, message):
+    opt = kd_options(tmp_path, tiny_swinir(8), tiny_swinir(16), fakd_opt=dict(type='FAKDLoss', **fakd))
+    with pytest.raises(OptionError, match=message):
+        build_model(opt)
+
+
+def test_fakd_without_default_layers_is_an_error(tmp_path):
+    net = dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, upscale=2)
+    with pytest.raises(OptionError, match='train.fakd_opt.student_layers: missing'):
+        build_model(kd_options(tmp_path, net, dict(net, num_feat=16), fakd_opt=dict(type='FAKDLoss')))
+
+
+def test_kd_opt_is_an_alias_of_logits_opt(tmp_path):
+    model = build_model(kd_options(tmp_path, tiny_rcan(1), tiny_rcan(2), kd_opt=dict(type='L1Loss', loss_weight=0.5)))
+    assert model.loss_names() == ['l_pix', 'l_kd'] and model.cri_kd.loss_weight == 0.5
+    both = kd_options(tmp_path, tiny_rcan(1), tiny_rcan(2), kd_opt=dict(type='L1Loss'), logits_opt=dict(type='L1Loss'))
+    with pytest.raises(OptionError, match='kd_opt and train.logits_opt'):
+        build_model(both)
+
+
+# ---------------------------------------------------------------- DUKD
+def test_every_combination_of_invertible_ops_is_undone():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4) / 128  # dyadic: 1 - (1 - x) is exact
+    for chosen in itertools.product([False, True], repeat=len(INVERTIBLE_OPS)):
+        masks = {name: torch.tensor(c).view(1, 1, 1, 1) for name, c in zip(INVERTIBLE_OPS, chosen)}
+        transformed = apply_invertible_ops(x, masks)
+        assert torch.equal(undo_invertible_ops(transformed, masks), x), chosen
+        assert torch.equal(transformed, x) == (not any(chosen)), chosen  # every op changes this image
+
+
+@pytest.mark.parametrize('scale,size', [(4, (48, 48)), (3, (48, 36)), (2, (10, 14)), (4, (9, 13))])
+def test_zoom_out_is_basicsr_matlab_imresize(scale, size):
+    x = torch.rand(3, 3, *size, generator=torch.Generator().manual_seed(scale))
+    expected = torch.stack([imresize(image, 1 / scale) for image in x])
+    assert torch.allclose(matlab_bicubic_downscale(x, scale), expected, atol=1e-6)
+
+
+def test_zoom_in_crops_are_lq_sized_windows_of_the_gt():
+    gt = torch.arange(2 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16)
+    crops = zoom_in_crops(gt, (8, 8), torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    tops, lefts = torch.randint(9, (2, ), generator=generator), torch.randint(9, (2, ), generator=generator)
+    for i in range(2):
+        assert torch.equal(crops[i], gt[i, :, tops[i]:tops[i] + 8, lefts[i]:lefts[i] + 8])
+
+
+def test_padded_forward_crops_back():
+    net = build_network(tiny_swinir(8))
+    x = torch.rand(1, 3, 6, 6)
+    out = padded_forward(net, x, 4)
+    assert out.shape == (1, 3, 12, 12)
+    assert torch.equal(out, net(F.pad(x, (0, 2, 0, 2), mode='reflect'))[..., :12, :12])
+
+
+def test_zoom_terms_are_student_vs_teacher_on_the_upcycled_inputs(tmp_path):
+    opt = kd_options(tmp_path, tiny_swinir(8), tiny_swinir(16), pixel_opt=None,
+                     zoom_in_opt=dict(type='L1Loss'), zoom_out_opt=dict(type='L1Loss', loss_weight=2.0))
+    model = build_model(opt)
+    data = batch(size=12)
+    model.feed_data(data)
+    student = copy.deepcopy(model.net_g)
+    rng = model.step_rng['torch'].clone()
+    model.optimize_parameters(1)
+    assert list(model.log_dict) == ['l_zoom_in', 'l_zoom_out']
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.set_rng_state(rng)
+        crops = zoom_in_crops(data['gt'], (12, 12))
+        small = matlab_bicubic_downscale(data['lq'], 2)  # 6x6: padded to the window (4) and cropped back
+        zoom_in = F.l1_loss(student(crops), model.net_t(crops))
+        zoom_out = 2 * F.l1_loss(padded_forward(student, small, 4), padded_forward(model.net_t, small, 4))
+    assert model.log_dict['l_zoom_in'] == pytest.approx(zoom_in.item(), rel=1e-5)
+    assert model.log_dict['l_zoom_out'] == pytest.approx(zoom_out.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- every row, three steps
+def generator_module():
+    spec = importlib.util.spec_from_file_location('gen', osp.join(REPO, 'options', 'generate_sr_options.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXPECTED_TERMS = {
+    'Scratch': ['l_pix'], 'Logits': ['l_pix', 'l_kd'], 'FAKD': ['l_pix', 'l_kd', 'l_fakd'],
+    'DUKD': ['l_pix', 'l_kd', 'l_lcr', 'l_zoom_in', 'l_zoom_out'],
+    'DCKD': ['l_pix', 'l_kd', 'l_dcl', 'l_dmm'],
+    'DCKDstar': ['l_pix', 'l_kd', 'l_lcr', 'l_zoom_in', 'l_zoom_out', 'l_dcl', 'l_dmm'],
+}
+
+
+@pytest.fixture(scope='module')
+def shipped_rows():
+    gen = generator_module()
+    return {(b, m): gen.method_options(b, 2, m) for b in ('SwinIR', 'RCAN') for m in gen.METHODS}
+
+
+@pytest.mark.parametrize('backbone', ['SwinIR', 'RCAN'])
+@pytest.mark.parametrize('method', list(EXPECTED_TERMS))
+def test_three_steps_of_every_row_train_only_the_student(tmp_path, shipped_rows, backbone, method):
+    """The shipped option file of the row (x2) with tiny networks and checkpoints; everything else as shipped."""
+    opt = copy.deepcopy(shipped_rows[(backbone, method)])
+    student, teacher = ((tiny_swinir(8, [1, 1]), tiny_swinir(16, [1, 1, 1])) if backbone == 'SwinIR' else
+                        (tiny_rcan(2), tiny_rcan(3)))
+    for folder in ('models', 'states'):
+        (tmp_path / folder).mkdir()
+    opt.update(is_train=True, dist=False, num_gpu=0, rank=0, world_size=1, network_g=student)
+    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
+    opt['train']['ema_decay'] = 0.5
+    if 'network_t' in opt:
+        opt['network_t'] = teacher
+        opt['path']['pretrain_network_t'] = save(teacher, tmp_path / 'teacher.pth', 1)
+    if 'network_vqgan' in opt:
+        opt['network_vqgan'] = copy.deepcopy(TINY_VQGAN)
+        vq_opt = {k: v for k, v in TINY_VQGAN.items() if k != 'type'}
+        torch.manual_seed(2)
+        torch.save({'state_dict': VQGANEncoder(**vq_opt).state_dict()}, tmp_path / 'vq.ckpt')
+        opt['path']['pretrain_network_vqgan'] = str(tmp_path / 'vq.ckpt')
+        opt['train'].update(num_neg=2, step=[2])
+        opt['train']['cl_opt']['weights'] = [0.25, 0.5, 1.0]  # the tiny encoder's three levels
+    model = build_model(opt)
+    start = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    teacher_start = {k: v.clone() for k, v in model.net_t.state_dict().items()} if hasattr(model, 'net_t') else {}
+    for it in range(1, 4):
+        model.feed_data(batch(seed=it))
+        model.optimize_parameters(it)
+        assert list(model.log_dict) == EXPECTED_TERMS[method], it
+        assert all(torch.isfinite(torch.tensor(v)) and v > 0 for v in model.log_dict.values())
+    assert any(not torch.equal(start[k], v) for k, v in model.net_g.state_dict().items())
+    optimized = {id(p) for group in model.optimizer_g.param_groups for p in group['params']}
+    assert optimized == {id(p) for p in model.net_g.parameters()}
+    if teacher_start:
+        assert not model.net_t.training
+        assert all(p.grad is None and not p.requires_grad for p in model.net_t.parameters())
+        assert all(torch.equal(teacher_start[k], v) for k, v in model.net_t.state_dict().items())
+
+
+def test_shipped_fakd_file_trains_and_validates_through_the_entry_point(tmp_path):
+    """train_SwinIR_SRx2_FAKD.yml through ``python -m dckd_basicsr.train`` with tiny networks and EMA off, so that
+    validation runs the hooked student itself (in eval mode, not recorded) between training steps."""
+    import cv2
+    import numpy as np
+    from conftest import run
+    rng = np.random.default_rng(0)
+    for folder in ('hr', 'lr', 'val_hr', 'val_lr'):
+        (tmp_path / folder).mkdir()
+    for i in range(2):
+        hr = cv2.GaussianBlur(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8), (5, 5), 1.5)
+        lr = cv2.resize(hr, (18, 20), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(tmp_path / 'hr' / f'{i}.png'), hr)
+        cv2.imwrite(str(tmp_path / 'lr' / f'{i}.png'), lr)
+        cv2.imwrite(str(tmp_path / 'val_hr' / f'{i}.png'), hr)
+        cv2.imwrite(str(tmp_path / 'val_lr' / f'{i}x2.png'), lr)  # 18x20: no multiple of the window
+    student, teacher = tiny_swinir(8, [1, 1]), tiny_swinir(16, [1, 1, 1])
+    save(teacher, tmp_path / 'teacher.pth', 1)
+    force = [f'datasets:train:dataroot_gt={tmp_path / "hr"}', f'datasets:train:dataroot_lq={tmp_path / "lr"}',
+             'datasets:train:io_backend:type=disk', 'datasets:train:gt_size=16', 'datasets:train:batch_size_per_gpu=2',
+             'datasets:train:num_worker_per_gpu=0', f'datasets:val:dataroot_gt={tmp_path / "val_hr"}',
+             f'datasets:val:dataroot_lq={tmp_path / "val_lr"}', 'num_gpu=0', 'train:total_iter=3', 'train:ema_decay=0',
+             'val:val_freq=2', 'logger:print_freq=1', 'logger:save_checkpoint_freq=3', 'logger:use_tb_logger=false',
+             f'path:pretrain_network_t={tmp_path / "teacher.pth"}', f'path:experiments_root={tmp_path / "runs"}']
+    for key, net in (('network_g', student), ('network_t', teacher)):
+        force += [f'{key}:{k}={v}'.replace(' ', '') for k, v in net.items() if k in ('embed_dim', 'depths', 'num_heads',
+                                                                                     'window_size', 'img_size')]
+    option_file = osp.join(REPO, 'options', 'train', 'SwinIR', 'train_SwinIR_SRx2_FAKD.yml')
+    run([sys.executable, '-m', 'dckd_basicsr.train', '-opt', option_file, '--force_yml'] + force, cwd=tmp_path)
+    run_dir = tmp_path / 'runs' / 'SwinIR_SRx2_FAKD'
+    log = ''.join(p.read_text() for p in run_dir.glob('train_*.log'))
+    assert log.count('Validation Set5') == 2, log[-2000:]  # at iteration 2 and after the last one
+    step3 = next(line for line in log.splitlines() if 'iter:       3,' in line)  # the step after a validation
+    assert 'l_fakd: ' in step3 and 'l_kd: ' in step3 and 'l_pix: ' in step3
+    psnr = [float(line.split('psnr: ')[1].split()[0]) for line in log.splitlines() if '# psnr: ' in line]
+    assert len(psnr) == 2 and all(5 < value < 60 for value in psnr)
+    assert (run_dir / 'models' / 'net_g_latest.pth').is_file()

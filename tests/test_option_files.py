@@ -1,0 +1,160 @@
+"""Every option file under options/: parses, names registered types; the SR rows of Table 2 come from the generator
+and differ, within one backbone and scale, only in their method's keys."""
+import glob
+import importlib.util
+import re
+from os import path as osp
+
+import pytest
+import yaml
+from basicsr.archs import build_network
+from basicsr.utils.options import ordered_yaml
+
+import dckd_basicsr  # noqa: F401
+from dckd_basicsr.option_checks import check_option_types
+from dckd_basicsr.results import labels_from_name, labels_from_options
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ALL_FILES = sorted(glob.glob(osp.join(REPO, 'options', '**', '*.yml'), recursive=True))
+SR_METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar')
+GROUPS = [(b, s) for b in ('SwinIR', 'RCAN') for s in (2, 3, 4)]
+TABLE2_LABEL = {'Scratch': 'Scratch', 'Logits': 'Logits', 'FAKD': 'FAKD', 'DUKD': 'DUKD', 'DCKD': 'DCKD',
+                'DCKDstar': 'DCKD*'}
+
+
+def load(path):
+    with open(path) as f:
+        return yaml.load(f, Loader=ordered_yaml()[0])
+
+
+def flatten(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+def generator_module():
+    spec = importlib.util.spec_from_file_location('generate_sr_options', osp.join(REPO, 'options',
+                                                                                  'generate_sr_options.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sr_file(backbone, scale, method):
+    return osp.join(REPO, 'options', 'train', backbone, f'train_{backbone}_SRx{scale}_{method}.yml')
+
+
+@pytest.mark.parametrize('path', ALL_FILES, ids=lambda p: osp.relpath(p, REPO))
+def test_every_option_file_parses_and_names_registered_types(path):
+    opt = load(path)
+    assert isinstance(opt, dict) and opt.get('name') and opt.get('model_type'), path
+    check_option_types(opt)  # raises UnknownTypeError naming the key
+
+
+@pytest.mark.parametrize('backbone', ['SwinIR', 'RCAN'])
+def test_sr_option_files_are_ascii_with_short_lines(backbone):
+    for path in glob.glob(osp.join(REPO, 'options', '*', backbone, '*.yml')):
+        with open(path, 'rb') as f:
+            for number, line in enumerate(f, 1):
+                assert re.fullmatch(rb'[\x20-\x7e]*\n?', line), f'{path}:{number}'
+                assert len(line.rstrip(b'\n')) <= 120, f'{path}:{number}'
+
+
+def test_generator_reproduces_the_committed_files_byte_for_byte():
+    module = generator_module()
+    files = module.all_files()
+    assert len(files) == 2 * 3 * len(SR_METHODS) * 2  # train and test file per backbone, scale and method
+    for relative, text in files:
+        with open(osp.join(REPO, 'options', relative)) as f:
+            assert f.read() == text, f'options/{relative} differs: run python options/generate_sr_options.py'
+    generated = {osp.join(REPO, 'options', relative) for relative, _ in files}
+    on_disk = set(glob.glob(osp.join(REPO, 'options', '*', 'SwinIR', '*.yml')) +
+                  glob.glob(osp.join(REPO, 'options', '*', 'RCAN', '*.yml')))
+    assert on_disk - generated == {osp.join(REPO, 'options/train/SwinIR/train_SwinIR_SRx4_DCKD_authors.yml')}
+    assert module.main(['--check']) == 0
+
+
+TEACHER = ({'path.pretrain_network_t', 'path.param_key_t', 'path.strict_load_t'}, ('network_t.', 'train.logits_opt.'))
+FAKD = (set(), ('train.fakd_opt.', ))
+DUKD = (set(), ('train.lcr_opt.', 'train.noisy.', 'train.zoom_in_opt.', 'train.zoom_out_opt.'))
+DCKD = ({'network_his', 'path.pretrain_network_vqgan', 'path.param_key_vqgan', 'path.strict_load_vqgan',
+         'train.num_neg', 'train.update_decay', 'train.step', 'train.gaussian_noise_prob', 'train.gray_noise_prob',
+         'train.gaussian_blur_prob', 'train.resize_prob'}, ('network_vqgan.', 'train.cl_opt.', 'train.ce_opt.'))
+
+
+def _changed(a, b):
+    return {k for k in set(a) | set(b) if a.get(k, object()) != b.get(k, object())} - {'name'}
+
+
+def _only(keys, *allowed):
+    exact = set().union(*(a[0] for a in allowed))
+    prefixes = sum((a[1] for a in allowed), ())
+    return {k for k in keys if k not in exact and not k.startswith(prefixes)}
+
+
+@pytest.mark.parametrize('backbone,scale', GROUPS)
+def test_methods_of_a_group_differ_only_in_their_keys(backbone, scale):
+    rows = {m: flatten(load(sr_file(backbone, scale, m))) for m in SR_METHODS}
+    scratch_model = 'SwinIRModel' if backbone == 'SwinIR' else 'SRModel'
+    assert [rows[m]['model_type'] for m in SR_METHODS] == [scratch_model] + ['KDModel'] * 3 + ['DCKDModel'] * 2
+    diff = _changed(rows['Scratch'], rows['Logits']) - {'model_type'}
+    assert not _only(diff, TEACHER) and TEACHER[0] <= diff and 'train.logits_opt.type' in diff
+    for method, allowed, must in (('FAKD', FAKD, 'train.fakd_opt.type'), ('DUKD', DUKD, 'train.zoom_out_opt.type'),
+                                  ('DCKD', DCKD, 'train.cl_opt.type')):
+        diff = _changed(rows['Logits'], rows[method]) - {'model_type'}
+        assert not _only(diff, allowed), (method, _only(diff, allowed))
+        assert must in diff and allowed[0] <= diff
+    assert {'train.lcr_opt.type', 'train.noisy.prob', 'train.zoom_in_opt.type'} <= _changed(rows['Logits'],
+                                                                                           rows['DUKD'])
+    diff = _changed(rows['DCKD'], rows['DCKDstar'])
+    assert not _only(diff, DUKD) and diff == _changed(rows['Logits'], rows['DUKD'])
+    # names are what dckd_basicsr.results parses, and the loss blocks say the same
+    for method, row in rows.items():
+        assert row['name'] == f'{backbone}_SRx{scale}_{method}'
+        labels = labels_from_name(row['name'])
+        assert (labels['backbone'], labels['scale'], labels['method']) == (backbone, scale, TABLE2_LABEL[method])
+        if method != 'Scratch' or backbone == 'RCAN':
+            assert labels_from_options(load(sr_file(backbone, scale, method)))['method'] == TABLE2_LABEL[method]
+
+
+@pytest.mark.parametrize('backbone,scale', GROUPS)
+def test_paper_settings_and_layout(backbone, scale):
+    opt = load(sr_file(backbone, scale, 'DCKDstar'))
+    train_set = opt['datasets']['train']
+    assert train_set['dataroot_gt'] == 'datasets/DIV2K/DIV2K_train_HR_sub.lmdb'
+    assert train_set['dataroot_lq'] == f'datasets/DIV2K/DIV2K_train_LR_bicubic_X{scale}_sub.lmdb'
+    assert (train_set['gt_size'], train_set['batch_size_per_gpu'], train_set['use_rot']) == (48 * scale, 16, True)
+    val = opt['datasets']['val']
+    assert val['dataroot_lq'] == f'datasets/Benchmark_SR/Set5/LR_bicubic/X{scale}'
+    assert val['filename_tmpl'] == f'{{}}x{scale}'
+    assert all(m['crop_border'] == scale and m['test_y_channel'] for m in opt['val']['metrics'].values())
+    train = opt['train']
+    assert (train['optim_g']['type'], train['optim_g']['lr'], train['optim_g']['betas']) == ('Adam', 1e-4, [0.9, 0.99])
+    assert (train['total_iter'], train['ema_decay']) == (250000, 0.999)
+    assert (train['cl_opt']['loss_weight'], train['ce_opt']['loss_weight']) == (0.1, 0.001)
+    assert train['cl_opt']['weights'] == [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1]
+    assert (train['num_neg'], train['update_decay'], train['step']) == (4, 0.1, [1000, 2000, 3000])
+    assert opt['path']['pretrain_network_t'].startswith(f'experiments/pretrained_models/{backbone}/')
+    assert f'x{scale}' in opt['path']['pretrain_network_t'].lower()
+    assert opt['network_g']['upscale'] == opt['network_t']['upscale'] == scale
+    test = load(osp.join(REPO, 'options', 'test', backbone, f'test_{backbone}_SRx{scale}_DCKD.yml'))
+    assert [d['name'] for d in test['datasets'].values()] == ['Set5', 'Set14', 'B100', 'Urban100', 'Manga109']
+    assert test['network_g'] == opt['network_g']
+    assert test['path']['pretrain_network_g'] == f'experiments/{backbone}_SRx{scale}_DCKD/models/net_g_latest.pth'
+
+
+TABLE1 = {('SwinIR', 'network_g'): 1_235_439, ('SwinIR', 'network_t'): 11_900_199,
+          ('RCAN', 'network_g'): 5_171_315, ('RCAN', 'network_t'): 15_592_355}
+
+
+@pytest.mark.parametrize('backbone', ['SwinIR', 'RCAN'])
+def test_x4_networks_have_table1_sizes(backbone):
+    opt = load(sr_file(backbone, 4, 'Logits'))
+    for key in ('network_g', 'network_t'):
+        net = build_network(dict(opt[key]))
+        assert sum(p.numel() for p in net.parameters()) == TABLE1[(backbone, key)], key
