@@ -12,8 +12,10 @@ Real-ESRGAN's first-order operations, each applied per sample with its own proba
 
 BasicSR's ``random_add_gaussian_noise_pt`` is not used: it draws one gray-noise pattern for the whole batch, so
 two negatives of one image would carry the same noise up to a scale. Every draw uses the ``generator`` passed in (the
-global torch generator of the input's device when None); :class:`~dckd_basicsr.models.kd_model.KDModel` runs its
-training step on its own saved random stream, so a resumed run draws the same negatives.
+global torch generator of the input's device when None, except the resize factors and modes, which are drawn on the
+CPU then, since the output sizes must be known on the host: no device sync);
+:class:`~dckd_basicsr.models.kd_model.KDModel` runs its training step on its own saved random stream, so a resumed run
+draws the same negatives.
 
 Label-consistency transforms (DUKD, ``lcr_opt``): per sample and per op, with probability ``prob``, colour inversion,
 vertical flip, horizontal flip and transpose; :func:`undo_invertible_ops` maps an output back by the inverse ops in
@@ -106,10 +108,12 @@ class NegativeGenerator:
 
     def resize(self, x: Tensor, generator: Generator = None) -> Tensor:
         n, _, height, width = x.shape
-        up = _chosen(n, self.resize_up_prob, generator, x)
-        scale = torch.where(up, _uniform(n, *self.resize_up_range, generator, x),
-                            _uniform(n, *self.resize_down_range, generator, x))
-        modes = torch.randint(len(RESIZE_MODES), (n, ), generator=generator, device=_device(generator, x))
+        # Output sizes are needed on the host: without a generator, draw them from the CPU stream (no device sync).
+        like = x if generator is not None else x.new_empty(0, device='cpu')
+        up = _chosen(n, self.resize_up_prob, generator, like)
+        scale = torch.where(up, _uniform(n, *self.resize_up_range, generator, like),
+                            _uniform(n, *self.resize_down_range, generator, like))
+        modes = torch.randint(len(RESIZE_MODES), (n, ), generator=generator, device=_device(generator, like))
         outputs = []
         for sample, s, m in zip(x, scale.tolist(), modes.tolist()):
             mode = RESIZE_MODES[m]

@@ -15,7 +15,7 @@ Two uses, both in one pass (:meth:`VQGANEncoder.encode`):
 Inputs must have a height and width divisible by ``2 ** (len(ch_mult) - 1)`` (16 for the f16 model); anything else
 raises :class:`~dckd_basicsr.errors.OptionError` instead of being padded, because padding would change the features.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -28,6 +28,9 @@ from dckd_basicsr.errors import OptionError
 DEFAULT_DDCONFIG = dict(
     double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 1, 2, 2, 4],
     num_res_blocks=2, attn_resolutions=[16], dropout=0.0)
+
+
+TapCallback = Callable[[int, Tensor], None]
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -117,11 +120,13 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(channels, 2 * z_channels if double_z else z_channels, 3, 1, 1)
         self.tap_channels = [ch * mult for mult in ch_mult]
 
-    def forward(self, x: Tensor, taps: Sequence[int] = (), full_rows: Optional[int] = None) -> Tuple[List, Tensor]:
+    def forward(self, x: Tensor, taps: Sequence[int] = (), full_rows: Optional[int] = None,
+                on_tap: Optional[TapCallback] = None) -> Tuple[List, Tensor]:
         """Run the encoder, recording the first block's output of every level in ``taps``.
 
         After the last tap only the first ``full_rows`` samples continue (all when None); with ``full_rows=0`` the
-        pass stops there and the returned output is None.
+        pass stops there and the returned output is None. With ``on_tap``, each tap is handed to
+        ``on_tap(tap_index, feature)`` as soon as it is computed instead of being collected (the list stays empty).
         """
         taps = sorted(set(taps))
         last_tap = taps[-1] if taps else -1
@@ -133,7 +138,10 @@ class Encoder(nn.Module):
                 if len(stage.attn) > 0:
                     h = stage.attn[index](h)
                 if index == 0 and level in taps:
-                    features.append(h)
+                    if on_tap is None:
+                        features.append(h)
+                    else:
+                        on_tap(taps.index(level), h)
                     if level == last_tap:
                         if full_rows == 0:
                             return features, None
@@ -206,11 +214,15 @@ class VQGANEncoder(nn.Module):
         return x * 2 - 1 if self.input_range == (-1, 1) else x
 
     def code_logits(self, z: Tensor) -> Tensor:
-        """Eq. 8 before the softmax: ``-||z - e_k||^2 / T`` for every latent pixel, shape (B, h, w, n_embed)."""
-        z = z.permute(0, 2, 3, 1)
-        codes = self.quantize.embedding.weight
-        squared = (z.pow(2).sum(-1, keepdim=True) + codes.pow(2).sum(-1) - 2 * torch.matmul(z, codes.t()))
-        return -squared / self.temperature
+        """Eq. 8 before the softmax: ``-||z - e_k||^2 / T`` for every latent pixel, shape (B, h, w, n_embed).
+
+        Always in fp32, also under autocast: the expansion ``|z|^2 + |e|^2 - 2 z.e`` cancels too much in 16 bits.
+        """
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            z = z.float().permute(0, 2, 3, 1)
+            codes = self.quantize.embedding.weight.float()
+            squared = (z.pow(2).sum(-1, keepdim=True) + codes.pow(2).sum(-1) - 2 * torch.matmul(z, codes.t()))
+            return -squared / self.temperature
 
     def code_distribution(self, x: Tensor) -> Tensor:
         """Eq. 8: per-pixel distribution over the codebook of ``quant_conv(encoder(x))``, shape (B, h, w, n_embed)."""
@@ -220,7 +232,8 @@ class VQGANEncoder(nn.Module):
         """Contrastive taps only; the pass stops after the last tapped level."""
         return self.encode(x, full_rows=0)[0]
 
-    def encode(self, x: Tensor, taps: bool = True, full_rows: Optional[int] = None) -> Tuple[List, Optional[Tensor]]:
+    def encode(self, x: Tensor, taps: bool = True, full_rows: Optional[int] = None,
+               on_tap: Optional[TapCallback] = None) -> Tuple[List, Optional[Tensor]]:
         """One encoder pass returning the contrastive taps of all samples and the code logits of the first rows.
 
         Args:
@@ -228,12 +241,14 @@ class VQGANEncoder(nn.Module):
             taps: Record the contrastive taps (else the returned list is empty).
             full_rows: Only the first ``full_rows`` samples go on past the last tap to ``quant_conv`` and the code
                 logits (all when None, none when 0, in which case the logits are None).
+            on_tap: Called as ``on_tap(level_index, feature)`` with each tap as soon as it is computed, instead of
+                collecting the taps (see :meth:`Encoder.forward`).
 
         Returns:
             (list of B-row tap tensors, code logits (full_rows, h, w, n_embed) or None).
         """
         levels = self.feature_levels if taps else ()
-        features, z = self.encoder(self._prepare(x), levels, full_rows if taps else None)
+        features, z = self.encoder(self._prepare(x), levels, full_rows if taps else None, on_tap)
         return features, (None if z is None else self.code_logits(self.quant_conv(z)))
 
     def forward(self, x: Tensor) -> Tuple[List, Tensor]:

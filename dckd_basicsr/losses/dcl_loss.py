@@ -1,6 +1,13 @@
-"""Dynamic contrastive loss (Eq. 5 of the DCKD paper)."""
-from typing import Optional, Sequence
+"""Dynamic contrastive loss (Eq. 5 of the DCKD paper).
 
+Two ways to the same value and gradient: :meth:`DynamicContrastiveLoss.forward` takes every negative's features at
+once (autograd then keeps ``anchor - negative`` of every negative and level for the backward pass), while
+:class:`NegativeDistances` adds the Eq. 5 denominators up one negative (or a few) and one level at a time, keeping
+only the running sum and its gradient with respect to the anchor, so memory does not grow with the number of negatives.
+"""
+from typing import List, Optional, Sequence
+
+import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 
@@ -16,6 +23,62 @@ def _distance(d_func: str):
     if d_func == 'L2':
         return lambda a, b: (a - b).pow(2).mean()
     raise OptionError(f"cl_opt.d_func: {d_func!r}; use 'L1' (the paper's) or 'L2'.")
+
+
+class _PrecomputedDistance(torch.autograd.Function):
+    """A scalar whose gradient with respect to ``anchor`` was accumulated beforehand (``grad``)."""
+
+    @staticmethod
+    def forward(ctx, anchor: Tensor, value: Tensor, grad: Tensor) -> Tensor:
+        ctx.save_for_backward(grad)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        grad, = ctx.saved_tensors
+        return grad_output * grad, None, None
+
+
+class NegativeDistances:
+    """Eq. 5 denominators ``sum_j d(f_i(anc), f_i(neg_j))`` accumulated one batch of negatives and one level at a time.
+
+    For each level it keeps the sum's value and its gradient with respect to the anchor features (``sign(a - n) /
+    numel`` for L1, ``2 (a - n) / numel`` for L2, the gradients autograd would compute), so each negative's features
+    can be dropped as soon as they are added. :meth:`result` returns the sums attached to the anchor's graph.
+    """
+
+    def __init__(self, anchor: Sequence[Tensor], d_func: str = 'L1'):
+        if d_func not in ('L1', 'L2'):
+            raise OptionError(f"cl_opt.d_func: {d_func!r}; use 'L1' (the paper's) or 'L2'.")
+        self.anchor = list(anchor)
+        self.d_func = d_func
+        self.values = [a.new_zeros(()) for a in self.anchor]
+        self.grads: List[Optional[Tensor]] = [None] * len(self.anchor)
+        self.count = [0] * len(self.anchor)
+
+    def add(self, level: int, negatives: Tensor) -> None:
+        """Add the negatives' features of one level: (B, C, H, W) for one negative or (N, B, C, H, W) for N."""
+        anchor = self.anchor[level].detach()
+        with torch.no_grad():
+            diff = anchor - negatives.detach().to(anchor.dtype)
+            many = diff.dim() == anchor.dim() + 1
+            numel = anchor.numel()
+            if self.d_func == 'L1':
+                self.values[level] += diff.abs().sum() / numel
+                grad = diff.sign_()
+            else:
+                self.values[level] += diff.pow(2).sum() / numel
+                grad = diff.mul_(2)
+            grad = (grad.sum(0) if many else grad).div_(numel)
+            self.grads[level] = grad if self.grads[level] is None else self.grads[level].add_(grad)
+            self.count[level] += diff.size(0) if many else 1
+
+    def result(self) -> List[Tensor]:
+        """The per-level sums, differentiable with respect to the anchor features (call outside ``no_grad``)."""
+        if len(set(self.count)) != 1 or self.count[0] == 0:
+            raise ValueError(f'NegativeDistances: negatives added per level {self.count}; every level needs the same '
+                             'number (at least one).')
+        return [_PrecomputedDistance.apply(a, v, g) for a, v, g in zip(self.anchor, self.values, self.grads)]
 
 
 @LOSS_REGISTRY.register()
@@ -53,6 +116,19 @@ class DynamicContrastiveLoss(nn.Module):
         numerator = self.distance(anchor, positive.detach())
         denominator = sum(self.distance(anchor, negative.detach()) for negative in negatives)
         return numerator / (denominator + self.eps)
+
+    def negative_distances(self, anchor: Sequence[Tensor]) -> NegativeDistances:
+        """An accumulator of the Eq. 5 denominators for :meth:`from_distances` (negatives added one at a time)."""
+        return NegativeDistances(anchor, self.d_func)
+
+    def from_distances(self, anchor: Sequence[Tensor], positive: Sequence[Tensor],
+                       distances: NegativeDistances) -> Tensor:
+        """Eq. 5 with the denominators of ``distances``; equals :meth:`forward` on the same negatives."""
+        self.check_levels(len(anchor), 'number of anchor feature levels vs weights')
+        loss = anchor[0].new_zeros(())
+        for weight, a, p, denominator in zip(self.weights, anchor, positive, distances.result()):
+            loss = loss + weight * self.distance(a, p.detach()) / (denominator + self.eps)
+        return self.loss_weight * loss
 
     def forward(self, anchor: Sequence[Tensor], positive: Sequence[Tensor],
                 negatives: Sequence[Sequence[Tensor]]) -> Tensor:

@@ -9,12 +9,16 @@ and "DCKD" are plain option files.
   (:mod:`dckd_basicsr.history`), all compared in the frozen VQGAN encoder's multi-level features.
 * DMM (``ce_opt``, Eqs. 8-9): teacher and student code distributions over the VQGAN codebook.
 
-The encoder runs twice per step: once on the student output (with gradient) and once, under ``torch.no_grad()``, on
-the teacher output and all negatives together; the negatives stop after the last contrastive tap, and the teacher
-output's taps and code distribution come from the same pass.
+Every sample goes through the encoder once per step: the student output with gradient (taps and code logits from one
+pass), then, under ``torch.no_grad()``, the teacher output together with the first ``train.fast.negatives_per_pass``
+negatives, then the remaining negatives that many at a time. The negatives stop after the last contrastive tap, and
+each of their taps is added to the Eq. 5 denominators (:class:`~dckd_basicsr.losses.dcl_loss.NegativeDistances`)
+as soon as it is computed and then dropped, so memory holds one pass's negatives (default: one negative) at a time.
+``train.fast.autocast`` (``bf16``/``fp16``) and ``train.fast.channels_last`` apply to the teacher, the history model
+and the encoder; the losses and the code logits stay in fp32.
 """
 from collections import OrderedDict
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from basicsr.archs import build_network
@@ -32,6 +36,8 @@ from dckd_basicsr.models.kd_model import KDModel, freeze, load_pretrained_networ
 @MODEL_REGISTRY.register()
 class DCKDModel(KDModel):
     """KD with dynamic contrastive regularization (history-model negatives) and distribution mapping."""
+
+    FAST_KEYS = KDModel.FAST_KEYS + ('negatives_per_pass', )
 
     def _option(self, key: str, default: Any) -> Any:
         """An authors' DCKD key, read from ``train`` first, then from the top level of the option file."""
@@ -70,6 +76,10 @@ class DCKDModel(KDModel):
             raise OptionError('path.pretrain_network_vqgan: missing; give the taming-transformers VQGAN checkpoint '
                               '(e.g. the ImageNet f16-1024 last.ckpt).')
         self.net_vqgan = freeze(build_network(self.opt['network_vqgan']).to(self.device))
+        per_pass = self.fast_options.get('negatives_per_pass', 1)
+        if isinstance(per_pass, bool) or not isinstance(per_pass, int) or per_pass < 1:
+            raise OptionError(f'train.fast.negatives_per_pass: {per_pass!r}; give an integer >= 1 (1: least memory).')
+        self.negatives_per_pass = per_pass
         report = load_pretrained_network(self.net_vqgan, self.opt, 'vqgan', 'vqgan_format',
                                          default_param_key='state_dict', default_strict=False)
         missing = list(report['missing']) + list(report['mismatched'])
@@ -78,6 +88,7 @@ class DCKDModel(KDModel):
                 f'lacks {len(missing)} of the encoder\'s tensors ({", ".join(missing[:4])}...)'
             raise OptionError(f'path.pretrain_network_vqgan: {path} {what}; expected taming-transformers keys '
                               '(encoder.*, quant_conv.*, quantize.embedding.weight) matching network_vqgan.ddconfig.')
+        self.prepare_frozen(self.net_vqgan)
 
     def setup_history(self) -> None:
         """The history model: a frozen copy of the EMA student (the student when EMA is off), or of
@@ -97,7 +108,7 @@ class DCKDModel(KDModel):
                               self.opt['path'].get('param_key_his', 'params'))
         else:
             self.net_his.load_state_dict(self.history_source().state_dict())
-        freeze(self.net_his)
+        self.prepare_frozen(freeze(self.net_his))
 
     def history_source(self) -> nn.Module:
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
@@ -107,23 +118,44 @@ class DCKDModel(KDModel):
         return super().needs_teacher_output() or self.cri_dcl is not None or self.cri_dmm is not None
 
     def restore_negatives(self) -> Tensor:
-        """(num_neg + 1) * B history-model outputs, negative-major (the LQ input first)."""
-        with torch.no_grad():
-            return self.net_his(self.negatives(self.lq))
+        """(num_neg + 1) * B history-model outputs, negative-major (the LQ input first), in one batched pass (they
+        are images, small next to their encoder features)."""
+        return self.run_frozen(self.net_his, self.negatives(self.lq))
+
+    def encode(self, x: Tensor, **kwargs) -> Tuple[List[Tensor], Optional[Tensor]]:
+        """:meth:`VQGANEncoder.encode` under the ``train.fast`` settings; taps and logits come back in fp32."""
+        with self.frozen_autocast():
+            taps, logits = self.net_vqgan.encode(self.frozen_input(x), **kwargs)
+        return [tap.float() for tap in taps], (None if logits is None else logits.float())
 
     def encoder_terms(self) -> 'OrderedDict[str, Tensor]':
-        """L_dcl (Eq. 5) and L_dmm (Eq. 9) from two encoder passes (see the module docstring)."""
+        """L_dcl (Eq. 5) and L_dmm (Eq. 9), every sample encoded once (see the module docstring)."""
         batch = self.lq.size(0)
         taps, codes = self.cri_dcl is not None, self.cri_dmm is not None
-        anchor, anchor_logits = self.net_vqgan.encode(self.output, taps=taps, full_rows=None if codes else 0)
-        with torch.no_grad():
-            frozen_in = torch.cat([self.output_t, self.restore_negatives()]) if taps else self.output_t
-            frozen, positive_logits = self.net_vqgan.encode(frozen_in, taps=taps, full_rows=batch if codes else 0)
+        anchor, anchor_logits = self.encode(self.output, taps=taps, full_rows=None if codes else 0)
         terms = OrderedDict()
-        if taps:
-            positive = [feature[:batch] for feature in frozen]
-            negatives = [feature[batch:].unflatten(0, (-1, batch)) for feature in frozen]
-            terms['l_dcl'] = self.cri_dcl(anchor, positive, negatives)
+        if not taps:
+            with torch.no_grad():
+                positive_logits = self.encode(self.output_t, taps=False)[1]
+            terms['l_dmm'] = self.cri_dmm(anchor_logits, positive_logits)
+            return terms
+        distances = self.cri_dcl.negative_distances(anchor)
+        positive = [None] * len(anchor)
+
+        def add_negatives(level: int, feature: Tensor, rows_to_skip: int = 0) -> None:
+            distances.add(level, feature[rows_to_skip:].float().unflatten(0, (-1, batch)))
+
+        def add_positive_and_negatives(level: int, feature: Tensor) -> None:
+            positive[level] = feature[:batch].float()
+            add_negatives(level, feature, batch)
+
+        with torch.no_grad():
+            chunks = self.restore_negatives().split(self.negatives_per_pass * batch)
+            positive_logits = self.encode(torch.cat([self.output_t, chunks[0]]), full_rows=batch if codes else 0,
+                                          on_tap=add_positive_and_negatives)[1]
+            for chunk in chunks[1:]:
+                self.encode(chunk, full_rows=0, on_tap=add_negatives)
+        terms['l_dcl'] = self.cri_dcl.from_distances(anchor, positive, distances)
         if codes:
             terms['l_dmm'] = self.cri_dmm(anchor_logits, positive_logits)
         return terms

@@ -1,0 +1,205 @@
+"""Fast DCKD step (issue 9): streamed Eq. 5 denominators, negatives encoded a few at a time, ``train.fast``.
+
+Correctness only (speed is measured by benchmarks/bench_step.py). Extends
+``test_dckd_model.test_batched_encoder_terms_equal_a_per_sample_reference`` (values only, one pass layout) with the
+negatives' features, the gradient reaching the student output, and every ``negatives_per_pass``.
+"""
+import pytest
+import torch
+from basicsr.models import build_model
+from test_dckd_model import batch, dckd_options, write_checkpoints
+
+import dckd_basicsr  # noqa: F401
+from dckd_basicsr.errors import OptionError
+from dckd_basicsr.losses.dcl_loss import DynamicContrastiveLoss
+
+WEIGHTS, BATCH, NUM_NEGATIVES = [0.25, 0.5, 1.0], 2, 3  # num_neg 2 degraded copies + the LQ input
+
+# Autocast of the frozen networks against fp32 (documented in README, train.fast): relative difference allowed per
+# loss term on these tiny networks. bf16 keeps 8 bits of mantissa (rounding 2**-9 = 0.2 %), fp16 11 bits; errors add
+# up over the layers, and Eq. 5's denominators are differences of close features, so l_dcl moves most (here 0.8 % in
+# bf16; benchmarks/RESULTS.md has the full-size figures: up to 14 % in bf16, under 1 % in fp16).
+AUTOCAST_RTOL = {'bf16': 0.02, 'fp16': 0.005}
+
+
+@pytest.fixture
+def files(tmp_path):
+    return write_checkpoints(tmp_path)
+
+
+def make_model(tmp_path, files, **fast):
+    train = dict(ce_opt=dict(type='DistributionMappingLoss', loss_weight=0.5))
+    if fast:
+        train['fast'] = fast
+    model = build_model(dckd_options(tmp_path, files, **train))
+    model.feed_data(batch())
+    return model
+
+
+def record_negative_features(model) -> list:
+    """Wrap the model's Eq. 5 accumulator so every (level, negatives' features) it is given is kept."""
+    seen = []
+    make = model.cri_dcl.negative_distances
+
+    def recording(anchor):
+        distances = make(anchor)
+        add = distances.add
+
+        def add_and_keep(level, negatives):
+            seen.append((level, negatives.detach().clone()))
+            add(level, negatives)
+
+        distances.add = add_and_keep
+        return distances
+
+    model.cri_dcl.negative_distances = recording
+    return seen
+
+
+def per_sample_reference(encoder, output, output_t, negatives):
+    """Eq. 5 and Eq. 9 with every sample encoded alone by full passes; Eq. 5 means rebuilt from per-sample sums."""
+    numerators, denominators, elements, dmm, features = [0.0] * 3, [0.0] * 3, [0] * 3, 0.0, []
+    for i in range(BATCH):
+        anchor, anchor_logits = encoder.encode(output[i:i + 1])
+        with torch.no_grad():
+            positive, positive_logits = encoder.encode(output_t[i:i + 1])
+            negs = [encoder.encode(negatives[j * BATCH + i][None])[0] for j in range(NUM_NEGATIVES)]
+        features.append(negs)
+        dmm = dmm - (positive_logits.softmax(-1) * anchor_logits.log_softmax(-1)).sum(-1).mean() / BATCH
+        for level in range(3):
+            numerators[level] = numerators[level] + (anchor[level] - positive[level]).abs().sum()
+            denominators[level] = denominators[level] + sum((anchor[level] - n[level]).abs().sum() for n in negs)
+            elements[level] += anchor[level].numel()
+    dcl = sum(w * (n / e) / (d / e + 1e-7) for w, n, d, e in zip(WEIGHTS, numerators, denominators, elements))
+    return 0.1 * dcl, 0.5 * dmm, features
+
+
+@pytest.mark.parametrize('per_pass', [1, 2, 3])
+def test_streamed_encoder_path_equals_a_per_sample_reference(tmp_path, files, per_pass):
+    """Features of every negative, both loss values and the gradient on the student output, within 1e-5."""
+    model = make_model(tmp_path, files, negatives_per_pass=per_pass)
+    negatives = torch.rand(NUM_NEGATIVES * BATCH, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    model.restore_negatives = lambda: negatives
+    seen = record_negative_features(model)
+    with torch.no_grad():
+        output, output_t = model.net_g(model.lq), model.net_t(model.lq)
+    model.output, model.output_t = output.clone().requires_grad_(True), output_t
+    terms = model.encoder_terms()
+    (terms['l_dcl'] + terms['l_dmm']).backward()
+    reference_input = output.clone().requires_grad_(True)
+    dcl, dmm, reference_features = per_sample_reference(model.net_vqgan, reference_input, output_t, negatives)
+    (dcl + dmm).backward()
+
+    assert len(seen) == 3 * -(-NUM_NEGATIVES // per_pass)  # one add per level and pass
+    for level in range(3):
+        streamed = torch.cat([features for lvl, features in seen if lvl == level])  # (num_neg + 1, B, C, H, W)
+        expected = torch.stack([torch.cat([reference_features[i][j][level] for i in range(BATCH)])
+                                for j in range(NUM_NEGATIVES)])
+        assert streamed.shape == expected.shape
+        assert torch.allclose(streamed, expected, atol=1e-5, rtol=1e-5)
+    assert terms['l_dcl'].item() == pytest.approx(dcl.item(), rel=1e-5)
+    assert terms['l_dmm'].item() == pytest.approx(dmm.item(), rel=1e-5)
+    assert model.output.grad.abs().max() > 0
+    assert torch.allclose(model.output.grad, reference_input.grad, atol=1e-5 * reference_input.grad.abs().max())
+
+
+@pytest.mark.parametrize('d_func', ['L1', 'L2'])
+def test_level_by_level_accumulation_equals_all_at_once(d_func):
+    """NegativeDistances (negatives added one, then two at a time) gives Eq. 5's value and gradient of forward()."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(2, 4, 8, 8), (2, 8, 4, 4), (2, 16, 2, 2)]
+    loss = DynamicContrastiveLoss(loss_weight=0.1, weights=[0.25, 0.5, 1.0], d_func=d_func)
+    anchor = [torch.randn(s, generator=generator, dtype=torch.float64, requires_grad=True) for s in shapes]
+    positive = [torch.randn(s, generator=generator, dtype=torch.float64) for s in shapes]
+    negatives = [torch.randn((3, ) + s, generator=generator, dtype=torch.float64) for s in shapes]
+    anchor[0].data[:, :, 0, 0] = negatives[0][0, :, :, 0, 0]  # |a - n| at 0: both must take sign(0) = 0
+
+    at_once = loss(anchor, positive, negatives)
+    grads_at_once = torch.autograd.grad(at_once, anchor)
+    distances = loss.negative_distances(anchor)
+    for level, features in enumerate(negatives):
+        distances.add(level, features[0])
+        distances.add(level, features[1:])
+    streamed = loss.from_distances(anchor, positive, distances)
+    grads_streamed = torch.autograd.grad(streamed, anchor)
+
+    assert streamed.item() == pytest.approx(at_once.item(), rel=1e-12)
+    for a, b in zip(grads_streamed, grads_at_once):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_autograd_memory_does_not_grow_with_the_number_of_negatives(tmp_path, files):
+    """What autograd keeps for the backward pass of the encoder terms is the same for 1 and 5 negatives."""
+
+    def saved_bytes(num_neg):
+        model = build_model(dckd_options(tmp_path, files, num_neg=num_neg))
+        model.feed_data(batch())
+        total = []
+
+        def pack(tensor):
+            total.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        with torch.no_grad():
+            model.output_t = model.net_t(model.lq)
+        model.output = model.net_g(model.lq)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model.encoder_terms()
+        return sum(total)
+
+    assert saved_bytes(1) == saved_bytes(4)
+
+
+@pytest.mark.parametrize('dtype', ['bf16', 'fp16'])
+def test_autocast_and_channels_last_stay_within_the_documented_tolerance(tmp_path, files, dtype):
+    exact = make_model(tmp_path, files)
+    fast = make_model(tmp_path, files, autocast=dtype, channels_last=True)
+    for net in ('net_g', 'net_his'):
+        getattr(fast, net).load_state_dict(getattr(exact, net).state_dict())
+    assert fast.net_vqgan.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.net_his.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
+    assert exact.net_vqgan.encoder.conv_in.weight.is_contiguous()
+    terms = {}
+    noisy = exact.lq.repeat(NUM_NEGATIVES, 1, 1, 1)
+    noisy = (noisy + 0.1 * torch.randn(noisy.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    for name, model in (('exact', exact), ('fast', fast)):
+        with torch.no_grad():
+            model.output = model.net_g(model.lq)
+            model.run_teacher()
+            model.restore_negatives = (lambda m: lambda: m.run_frozen(m.net_his, noisy))(model)
+            terms[name] = model.encoder_terms()
+            terms[name]['teacher'] = model.output_t
+    assert terms['fast']['teacher'].dtype == torch.float32 and terms['fast']['teacher'].is_contiguous()
+    assert not torch.equal(terms['fast']['teacher'], terms['exact']['teacher'])  # autocast really ran
+    assert torch.allclose(terms['fast']['teacher'], terms['exact']['teacher'], atol=0.02)
+    for key in ('l_dcl', 'l_dmm'):
+        assert terms['fast'][key].item() == pytest.approx(terms['exact'][key].item(), rel=AUTOCAST_RTOL[dtype])
+
+
+def test_a_fast_training_step_updates_the_student(tmp_path, files):
+    model = make_model(tmp_path, files, autocast='bf16', channels_last=True, negatives_per_pass=2)
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    model.optimize_parameters(1)
+    assert set(model.log_dict) >= {'l_pix', 'l_kd', 'l_dcl', 'l_dmm'}
+    assert all(torch.isfinite(torch.tensor(value)) for value in model.log_dict.values())
+    assert any(not torch.equal(before[k], v) for k, v in model.net_g.state_dict().items())
+
+
+@pytest.mark.parametrize('fast, message', [
+    (dict(autocast='fp8'), 'train.fast.autocast'),
+    (dict(chanels_last=True), 'train.fast.chanels_last'),
+    (dict(negatives_per_pass=0), 'train.fast.negatives_per_pass'),
+    ('bf16', 'train.fast'),
+])
+def test_fast_option_errors(tmp_path, files, fast, message):
+    with pytest.raises(OptionError, match=message):
+        build_model(dckd_options(tmp_path, files, fast=fast))
+
+
+def test_logits_kd_rejects_dckd_only_fast_keys(tmp_path, files):
+    opt = dckd_options(tmp_path, files, cl_opt=None, ce_opt=None, fast=dict(negatives_per_pass=2))
+    opt['model_type'] = 'KDModel'
+    with pytest.raises(OptionError, match='train.fast.negatives_per_pass'):  # at set-up or, at the latest, step 1
+        model = build_model(opt)
+        model.feed_data(batch())
+        model.optimize_parameters(1)
