@@ -94,6 +94,14 @@ def run(args: List[str], cwd: Path, timeout: int = 300, env: Optional[dict] = No
     return proc
 
 
+def free_port() -> str:
+    """A TCP port on the loopback interface that nothing listens on now (for torchrun's rendezvous)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return str(sock.getsockname()[1])
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """In-process tests use tiny tensors: one intra-op thread is faster, and far faster on a shared, loaded machine."""

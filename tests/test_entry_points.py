@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, PYTHON, REPO, dckd_train_options, run, sr_train_options, write_options
+from conftest import BIN, PYTHON, REPO, dckd_train_options, free_port, run, sr_train_options, write_options
 
 BASICSR_DIR = Path(importlib.util.find_spec('basicsr').origin).parent
 
@@ -153,7 +153,7 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path, toy_dat
     script.write_text(TORCHRUN_SCRIPT)
     opt = sr_train_options(toy_data, name='ddp', model_type='RankDumpSRModel')
     opt_file = write_options(tmp_path / 'ddp.yml', opt)
-    run([str(BIN / 'torchrun'), '--nproc_per_node', '2', '--master_port', '29731', str(script), '-opt', opt_file,
+    run([str(BIN / 'torchrun'), '--nproc_per_node', '2', '--master_port', free_port(), str(script), '-opt', opt_file,
          '--launcher', 'pytorch'], cwd=tmp_path, timeout=300)
     models = tmp_path / 'experiments' / 'ddp' / 'models'
     rank0, rank1 = (torch.load(models / f'rank{r}.pth', weights_only=True) for r in (0, 1))
@@ -167,11 +167,13 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path, toy_dat
     assert not torch.equal(initial, rank0['params']['conv_first.weight'])
 
 
-@pytest.mark.parametrize('command', [[PYTHON, '-m', 'basicsr.train'], [PYTHON, '-m', 'dckd_basicsr.train']])
-@pytest.mark.parametrize('update, expected', [
-    ({'model_type': 'DCKModel'}, ["model_type: no model named 'DCKModel' is registered.", 'All registered models:']),
-    ({'network_g__type': 'MSRResNett'}, ["network_g.type: no arch named 'MSRResNett'", 'Did you mean: MSRResNet?']),
-    ({'train__pixel_opt__type': 'L1Los'}, ["train.pixel_opt.type: no loss named 'L1Los'", 'L1Loss']),
+@pytest.mark.parametrize('command, update, expected', [
+    ([PYTHON, '-m', 'basicsr.train'], {'model_type': 'DCKModel'},
+     ["model_type: no model named 'DCKModel' is registered.", 'Did you mean: DCKDModel', 'All registered model names:']),
+    ([PYTHON, '-m', 'dckd_basicsr.train'], {'network_g__type': 'MSRResNett'},
+     ["network_g.type: no arch named 'MSRResNett'", 'Did you mean: MSRResNet?', 'dckd-basicsr arch names: ']),
+    ([PYTHON, '-m', 'basicsr.train'], {'train__pixel_opt__type': 'L1Los'},
+     ["train.pixel_opt.type: no loss named 'L1Los'", 'L1Loss', 'dckd-basicsr loss names: ']),
 ])
 def test_user_mistakes_get_one_clear_message(tmp_path, toy_data, command, update, expected):
     opt = sr_train_options(toy_data, **update)
