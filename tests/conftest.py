@@ -76,6 +76,24 @@ def sr_train_options(data: Dict[str, str], name: str = 'toy_sr', total_iter: int
     return opt
 
 
+def load_option_file(path) -> dict:
+    """An option file read as BasicSR reads it (ordered YAML)."""
+    from basicsr.utils.options import ordered_yaml
+    with open(path) as f:
+        return yaml.load(f, Loader=ordered_yaml()[0])
+
+
+def flatten(d: dict, prefix: str = '') -> dict:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``: option files compared key by key."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
 def write_options(path: Path, opt: dict) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(copy.deepcopy(opt), sort_keys=False))

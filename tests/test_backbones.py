@@ -10,12 +10,12 @@ from os import path as osp
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 import dckd_basicsr  # noqa: F401  (registers the archs)
 from basicsr.archs import build_network
 from basicsr.models.base_model import BaseModel
-from basicsr.utils.options import ordered_yaml
+
+from conftest import flatten, load_option_file
 from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from dckd_basicsr.archs.nafnet_arch import LayerNorm2d, LocalAvgPool2d, NAFNet, NAFNetLocal
 from dckd_basicsr.archs.restormer_arch import LayerNorm, Restormer
@@ -333,21 +333,6 @@ OPTION_FILES = sorted(glob.glob(osp.join(REPO, 'options', 'train', 'NAFNet', '*.
                       glob.glob(osp.join(REPO, 'options', 'train', 'Restormer', '*.yml')))
 
 
-def load_option(path):
-    with open(path) as f:
-        return yaml.load(f, Loader=ordered_yaml()[0])
-
-
-def flatten(d, prefix=''):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f'{prefix}{k}.'))
-        else:
-            out[f'{prefix}{k}'] = v
-    return out
-
-
 def test_option_files_exist():
     names = sorted(osp.basename(p) for p in OPTION_FILES)
     assert names == sorted(f'train_{b}_{t}_{m}.yml' for b, t in [('NAFNet', 'Deblur'), ('Restormer', 'Deblur'),
@@ -357,7 +342,7 @@ def test_option_files_exist():
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=osp.basename)
 def test_option_file_networks_match_table1(path):
-    opt = load_option(path)
+    opt = load_option_file(path)
     backbone = osp.basename(path).split('_')[1]
     assert opt['name'] == osp.splitext(osp.basename(path))[0][len('train_'):]
     assert opt['scale'] == 1
@@ -393,7 +378,7 @@ KD_ONLY_PREFIXES = ('network_t.', 'train.logits_opt.')
 @pytest.mark.parametrize('group', ['NAFNet_Deblur', 'Restormer_Deblur', 'Restormer_Derain'])
 def test_methods_differ_only_in_method_keys(group):
     folder = osp.join(REPO, 'options', 'train', group.split('_')[0])
-    scratch, logits, dckd = (flatten(load_option(osp.join(folder, f'train_{group}_{m}.yml')))
+    scratch, logits, dckd = (flatten(load_option_file(osp.join(folder, f'train_{group}_{m}.yml')))
                              for m in ('Scratch', 'Logits', 'DCKD'))
 
     def changed(a, b):
@@ -419,7 +404,7 @@ def test_methods_differ_only_in_method_keys(group):
 @pytest.mark.parametrize('path', OPTION_FILES, ids=osp.basename)
 def test_option_file_types_registered(path):
     from dckd_basicsr.option_checks import check_option_types
-    opt = load_option(path)
+    opt = load_option_file(path)
     if opt['model_type'] not in MODEL_REGISTRY:
         pytest.skip(f"{opt['model_type']} is not registered yet")
     check_option_types(opt)

@@ -6,9 +6,9 @@ import re
 from os import path as osp
 
 import pytest
-import yaml
 from basicsr.archs import build_network
-from basicsr.utils.options import ordered_yaml
+
+from conftest import flatten, load_option_file
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.option_checks import check_option_types
@@ -20,21 +20,6 @@ SR_METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar')
 GROUPS = [(b, s) for b in ('SwinIR', 'RCAN') for s in (2, 3, 4)]
 TABLE2_LABEL = {'Scratch': 'Scratch', 'Logits': 'Logits', 'FAKD': 'FAKD', 'DUKD': 'DUKD', 'DCKD': 'DCKD',
                 'DCKDstar': 'DCKD*'}
-
-
-def load(path):
-    with open(path) as f:
-        return yaml.load(f, Loader=ordered_yaml()[0])
-
-
-def flatten(d, prefix=''):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f'{prefix}{k}.'))
-        else:
-            out[f'{prefix}{k}'] = v
-    return out
 
 
 def generator_module():
@@ -51,7 +36,7 @@ def sr_file(backbone, scale, method):
 
 @pytest.mark.parametrize('path', ALL_FILES, ids=lambda p: osp.relpath(p, REPO))
 def test_every_option_file_parses_and_names_registered_types(path):
-    opt = load(path)
+    opt = load_option_file(path)
     assert isinstance(opt, dict) and opt.get('name') and opt.get('model_type'), path
     check_option_types(opt)  # raises UnknownTypeError naming the key
 
@@ -99,7 +84,7 @@ def _only(keys, *allowed):
 
 @pytest.mark.parametrize('backbone,scale', GROUPS)
 def test_methods_of_a_group_differ_only_in_their_keys(backbone, scale):
-    rows = {m: flatten(load(sr_file(backbone, scale, m))) for m in SR_METHODS}
+    rows = {m: flatten(load_option_file(sr_file(backbone, scale, m))) for m in SR_METHODS}
     scratch_model = 'SwinIRModel' if backbone == 'SwinIR' else 'SRModel'
     assert [rows[m]['model_type'] for m in SR_METHODS] == [scratch_model] + ['KDModel'] * 3 + ['DCKDModel'] * 2
     diff = _changed(rows['Scratch'], rows['Logits']) - {'model_type'}
@@ -119,12 +104,12 @@ def test_methods_of_a_group_differ_only_in_their_keys(backbone, scale):
         labels = labels_from_name(row['name'])
         assert (labels['backbone'], labels['scale'], labels['method']) == (backbone, scale, TABLE2_LABEL[method])
         if method != 'Scratch' or backbone == 'RCAN':
-            assert labels_from_options(load(sr_file(backbone, scale, method)))['method'] == TABLE2_LABEL[method]
+            assert labels_from_options(load_option_file(sr_file(backbone, scale, method)))['method'] == TABLE2_LABEL[method]
 
 
 @pytest.mark.parametrize('backbone,scale', GROUPS)
 def test_paper_settings_and_layout(backbone, scale):
-    opt = load(sr_file(backbone, scale, 'DCKDstar'))
+    opt = load_option_file(sr_file(backbone, scale, 'DCKDstar'))
     train_set = opt['datasets']['train']
     assert train_set['dataroot_gt'] == 'datasets/DIV2K/DIV2K_train_HR_sub.lmdb'
     assert train_set['dataroot_lq'] == f'datasets/DIV2K/DIV2K_train_LR_bicubic_X{scale}_sub.lmdb'
@@ -142,7 +127,7 @@ def test_paper_settings_and_layout(backbone, scale):
     assert opt['path']['pretrain_network_t'].startswith(f'experiments/pretrained_models/{backbone}/')
     assert f'x{scale}' in opt['path']['pretrain_network_t'].lower()
     assert opt['network_g']['upscale'] == opt['network_t']['upscale'] == scale
-    test = load(osp.join(REPO, 'options', 'test', backbone, f'test_{backbone}_SRx{scale}_DCKD.yml'))
+    test = load_option_file(osp.join(REPO, 'options', 'test', backbone, f'test_{backbone}_SRx{scale}_DCKD.yml'))
     assert [d['name'] for d in test['datasets'].values()] == ['Set5', 'Set14', 'B100', 'Urban100', 'Manga109']
     assert test['network_g'] == opt['network_g']
     assert test['path']['pretrain_network_g'] == f'experiments/{backbone}_SRx{scale}_DCKD/models/net_g_latest.pth'
@@ -154,7 +139,7 @@ TABLE1 = {('SwinIR', 'network_g'): 1_235_439, ('SwinIR', 'network_t'): 11_900_19
 
 @pytest.mark.parametrize('backbone', ['SwinIR', 'RCAN'])
 def test_x4_networks_have_table1_sizes(backbone):
-    opt = load(sr_file(backbone, 4, 'Logits'))
+    opt = load_option_file(sr_file(backbone, 4, 'Logits'))
     for key in ('network_g', 'network_t'):
         net = build_network(dict(opt[key]))
         assert sum(p.numel() for p in net.parameters()) == TABLE1[(backbone, key)], key
