@@ -28,7 +28,7 @@ class DistributionMappingLoss(nn.Module):
 
 
 @LOSS_REGISTRY.register()
-class CELoss(nn.Module):
+class CELoss(DistributionMappingLoss):
     """The authors' code (``ce_opt.type: CELoss``): ``F.cross_entropy(C_S, C_T)`` with soft targets.
 
     ``C_S`` are already probabilities, and ``F.cross_entropy`` applies a second softmax to them. Since they lie in
@@ -38,10 +38,6 @@ class CELoss(nn.Module):
     Args:
         loss_weight: lambda_ce of Eq. 10. Default: 1.
     """
-
-    def __init__(self, loss_weight: float = 1.0, **ignored):
-        super().__init__()
-        self.loss_weight = loss_weight
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         num_codes = student_logits.shape[-1]
