@@ -10,6 +10,8 @@ from basicsr.models import build_model
 from test_dckd_model import batch, dckd_options, write_checkpoints
 
 import dckd_basicsr  # noqa: F401
+from dckd_basicsr.archs import vqgan_arch
+from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.losses.dcl_loss import DynamicContrastiveLoss
 
@@ -203,3 +205,98 @@ def test_logits_kd_rejects_dckd_only_fast_keys(tmp_path, files):
         model = build_model(opt)
         model.feed_data(batch())
         model.optimize_parameters(1)
+
+
+# ---------------------------------------------------------------- the anchor's pass through the frozen encoder
+def small_encoder(trainable: bool = False) -> VQGANEncoder:
+    """Two levels of two residual blocks (the second level widens: a 1x1 shortcut), attention at the second level."""
+    torch.manual_seed(0)
+    ddconfig = dict(ch=32, ch_mult=[1, 2], num_res_blocks=2, attn_resolutions=[8], z_channels=8, resolution=16)
+    return VQGANEncoder(embed_dim=8, n_embed=16, ddconfig=ddconfig).eval().requires_grad_(trainable)
+
+
+def encoder_input(channels_last: bool = False) -> torch.Tensor:
+    x = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    return (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_(True)
+
+
+def anchor_loss(encoder, x):
+    taps, logits = encoder.encode(x)
+    return sum(tap.sin().sum() for tap in taps) + logits.log_softmax(-1).sum()
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_store_less_encoder_pass_has_the_gradient_of_the_plain_one(monkeypatch, channels_last):
+    """The frozen-encoder path (recomputed GroupNorm + swish, weight-only convolutions) changes no value or gradient:
+    compared in float64 with the plain modules' autograd."""
+    encoder = small_encoder().double()
+    if channels_last:
+        encoder.to(memory_format=torch.channels_last)
+    x = encoder_input(channels_last)
+    grad = torch.autograd.grad(anchor_loss(encoder, x), x)[0]
+    monkeypatch.setattr(vqgan_arch, '_store_less', lambda module, x: False)
+    x_plain = encoder_input(channels_last)
+    grad_plain = torch.autograd.grad(anchor_loss(encoder, x_plain), x_plain)[0]
+    assert grad.abs().max() > 0
+    assert torch.allclose(grad, grad_plain, rtol=1e-10, atol=1e-12)
+
+
+def full_resolution_activations_kept(encoder, x) -> int:
+    """Distinct (B, ch, H, W) float tensors autograd keeps for the backward pass of one encoder pass."""
+    kept = set()
+
+    def pack(tensor):
+        if tensor.shape == (x.size(0), encoder.encoder.tap_channels[0]) + x.shape[-2:]:
+            kept.add(tensor.untyped_storage().data_ptr())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        encoder.encode(x)
+    return len(kept)
+
+
+def test_store_less_encoder_pass_keeps_only_the_group_norm_inputs(monkeypatch):
+    """At the first level (two blocks), plain autograd keeps 6 tensors per block (the block input, both GroupNorm
+    outputs, both swish outputs, the first convolution's output); the frozen path keeps only the 2 GroupNorm inputs."""
+    encoder = small_encoder()
+    assert full_resolution_activations_kept(encoder, encoder_input().float()) == 2 * 2
+    monkeypatch.setattr(vqgan_arch, '_store_less', lambda module, x: False)
+    assert full_resolution_activations_kept(encoder, encoder_input().float()) == 2 * 6
+
+
+def test_store_less_path_is_off_for_trainable_weights():
+    """A trainable encoder runs the plain modules, so its weights get gradients."""
+    encoder = small_encoder(trainable=True)
+    anchor_loss(encoder, encoder_input().float()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.encoder.parameters())
+
+
+def test_store_less_path_under_autocast_recomputes_in_the_forward_precision(monkeypatch):
+    """Under bf16 autocast the recomputed GroupNorm + swish and the transposed convolutions run as autocast ran the
+    forward pass, so the input gradient is that of the plain modules under autocast."""
+    encoder = small_encoder()
+    grads = []
+    for store_less in (True, False):
+        if not store_less:
+            monkeypatch.setattr(vqgan_arch, '_store_less', lambda module, x: False)
+        x = encoder_input().float()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            loss = anchor_loss(encoder, x)
+            assert full_resolution_activations_kept(encoder, x.detach().requires_grad_()) == (4 if store_less else 12)
+        grads.append(torch.autograd.grad(loss, x)[0])
+    assert grads[0].dtype == torch.float32
+    assert torch.allclose(grads[0], grads[1], rtol=0, atol=1e-3 * grads[1].abs().max())
+
+
+def test_store_less_backward_does_the_plain_backward_work(monkeypatch):
+    """torch's FLOP counter follows the anchor's backward pass (no nested autograd call), and it counts the same
+    matrix work as the plain modules: the transposed convolutions are the input gradients autograd computes."""
+    from torch.utils.flop_counter import FlopCounterMode
+    encoder, counts = small_encoder(), []
+    for store_less in (True, False):
+        if not store_less:
+            monkeypatch.setattr(vqgan_arch, '_store_less', lambda module, x: False)
+        with FlopCounterMode(display=False) as counter:
+            anchor_loss(encoder, encoder_input().float()).backward()
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0

@@ -14,6 +14,8 @@ pass), then, under ``torch.no_grad()``, the teacher output together with the fir
 negatives, then the remaining negatives that many at a time. The negatives stop after the last contrastive tap, and
 each of their taps is added to the Eq. 5 denominators (:class:`~dckd_basicsr.losses.dcl_loss.NegativeDistances`)
 as soon as it is computed and then dropped, so memory holds one pass's negatives (default: one negative) at a time.
+The student output's pass keeps only the GroupNorm inputs of the frozen encoder for its backward pass (see
+:mod:`dckd_basicsr.archs.vqgan_arch`), about a third of what autograd would keep.
 ``train.fast.autocast`` (``bf16``/``fp16``) and ``train.fast.channels_last`` apply to the teacher, the history model
 and the encoder; the losses and the code logits stay in fp32.
 """
