@@ -357,16 +357,19 @@ class KDModel(SRModel):
 
     def optimize_parameters(self, current_iter: int) -> None:
         """One step on the sum of the terms of Eq. 10. A step where a term is NaN or infinite updates nothing (no
-        optimizer step, no EMA, no history update); see :meth:`skip_nonfinite_step`."""
+        optimizer step, no EMA, no history update); see :meth:`skip_nonfinite_step`.
+
+        The backward pass runs before the finiteness check, whose result the host must wait for: on a GPU the
+        backward kernels are then already queued while it waits, and under DDP every rank runs the same gradient
+        all-reduce whatever its losses (the gradients of a skipped step are dropped by the next ``zero_grad``)."""
         with self.model_random_stream():
             self.optimizer_g.zero_grad(set_to_none=True)
             self.output = self.net_g(self.lq)
             self.run_teacher()
             losses = self.compute_losses(current_iter)
+            sum(losses.values()).backward()
             nonfinite = self.nonfinite_terms(losses)
             if not nonfinite:
-                l_total = sum(losses.values())
-                l_total.backward()
                 self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(losses)
         if nonfinite:
@@ -381,8 +384,8 @@ class KDModel(SRModel):
     def nonfinite_terms(self, losses: 'OrderedDict[str, Tensor]') -> List[str]:
         """Names of the terms that are NaN or infinite on any rank.
 
-        Under DDP the flags are all-reduced, so every rank skips the same steps: a rank that went on to ``backward``
-        alone would wait forever in the gradient all-reduce.
+        Under DDP the flags are all-reduced, so every rank skips the same optimizer steps and the replicas stay
+        identical.
         """
         flags = torch.stack([~torch.isfinite(value.detach()).all() for value in losses.values()]).float()
         if self.opt.get('dist'):
