@@ -15,6 +15,8 @@ the same as trained ones) the real models of this plugin are built from option d
 * ``scratch``: BasicSR's ``SRModel``, L1 to GT;
 * ``logits KD``: ``KDModel``, L1 to GT + L1 to the teacher output;
 * ``DCKD exact``: ``DCKDModel`` as the paper's option file (Eq. 5 + Eq. 9, 4 degraded negatives + the LQ input), fp32;
+* ``DCKD exact, channels_last``: the same with ``train.fast: {channels_last: true}`` (still fp32: the same math, the
+  frozen networks' tensors in the memory layout the CPU convolutions prefer);
 * ``DCKD fast``: the same with ``train.fast: {autocast: bf16, channels_last: true}`` (``--autocast fp16``: fp16).
 
 All use BasicSR's EMA (0.999) and Adam. Time per iteration is the median of ``--iters`` steps after ``--warmup``.
@@ -28,8 +30,9 @@ Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per method (reset in be
 invisible to tracemalloc, so each method runs again in a fresh subprocess (``--warmup`` + 1 steps) and reports
 ``VmHWM`` of ``/proc/self/status``, reset through ``/proc/self/clear_refs`` before the first step (the peak resident
 set during the steps: Python, torch, weights and the step's own memory), and that peak minus the resident set just
-before the first step (what the step itself adds). ``ru_maxrss`` is not used: Linux carries it
-over ``exec`` from the forking parent, which holds all models.
+before the first step (what the step itself adds). The child runs with ``MALLOC_MMAP_THRESHOLD_=65536``, so freed
+tensors leave the resident set at once and the figures repeat to the MiB. ``ru_maxrss`` is not used: Linux carries
+it over ``exec`` from the forking parent, which holds all models.
 """
 import argparse
 import contextlib
@@ -59,7 +62,7 @@ CONFIGS = {
 VQGAN = dict(type='VQGAN', embed_dim=256, n_embed=1024,
              ddconfig=dict(double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128,
                            ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2, attn_resolutions=[16], dropout=0.0))
-METHODS = ('scratch', 'logits KD', 'DCKD exact', 'DCKD fast')
+METHODS = ('scratch', 'logits KD', 'DCKD exact', 'DCKD exact, channels_last', 'DCKD fast')
 FAST = dict(autocast='bf16', channels_last=True)
 BREAKDOWN = ('student fwd', 'teacher', 'negatives', 'encoder', 'losses', 'backward', 'rest')
 
@@ -99,6 +102,8 @@ def options(method: str, config: str, files: Dict[str, str], root: str, device: 
                      gray_noise_prob=0.5, update_decay=0.1, step=[1000, 2000, 3000])
         if method == 'DCKD fast':
             train['fast'] = dict(FAST)
+        elif method == 'DCKD exact, channels_last':
+            train['fast'] = dict(channels_last=True)
         if negatives_per_pass:
             train.setdefault('fast', {})['negatives_per_pass'] = negatives_per_pass
     return opt
@@ -218,8 +223,8 @@ def breakdown(model, data, warmup: int, iters: int, device: str) -> Dict[str, fl
     return {key: statistics.median(values) for key, values in parts.items()}
 
 
-def floor_parts(model, data, warmup: int, iters: int, device: str) -> Dict[str, float]:
-    """The unavoidable parts of a DCKD step, each timed alone on the DCKD model's own networks."""
+def floor_functions(model, data) -> Dict[str, Callable[[], None]]:
+    """The unavoidable parts of a DCKD step, each a callable on the DCKD model's own networks."""
     from torch.nn import functional as F
     lq, gt = data['lq'], data['gt']
     batch = lq.size(0)
@@ -252,9 +257,23 @@ def floor_parts(model, data, warmup: int, iters: int, device: str) -> Dict[str, 
         taps, logits = encoder.encode(x)
         (sum(tap.mean() for tap in taps) + logits.mean()).backward()
 
-    fns = {'student fwd+bwd': student, 'teacher fwd': teacher, 'history on negatives': history,
-           'encoder: positive + negatives (no grad)': frozen_encoder, 'encoder: anchor fwd+bwd': anchor}
-    return {name: median_time(fn, warmup, iters, device) for name, fn in fns.items()}
+    return {'student fwd+bwd': student, 'teacher fwd': teacher, 'history on negatives': history,
+            'encoder: positive + negatives (no grad)': frozen_encoder, 'encoder: anchor fwd+bwd': anchor}
+
+
+def count_flops(fn: Callable[[], None]) -> int:
+    """FLOPs of the matrix products and convolutions ``fn`` runs (``torch.utils.flop_counter``; elementwise work,
+    normalisations and the optimizer are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_rate(device: str, size: int = 2048, iters: int = 5) -> float:
+    """FLOP/s of a square fp32 matrix product: what this device reaches on the best-suited work."""
+    a, b = (torch.rand(size, size, device=device) for _ in range(2))
+    return 2 * size**3 / median_time(lambda: torch.mm(a, b), 1, iters, device)
 
 
 def proc_status(key: str) -> int:
@@ -287,7 +306,11 @@ def cpu_memory(method: str, config: str, args, root: str) -> Dict[str, int]:
                '--threads', str(torch.get_num_threads()), '--autocast', FAST['autocast']]
     if args.negatives_per_pass:
         command += ['--negatives-per-pass', str(args.negatives_per_pass)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    # A fixed mmap threshold makes glibc map every block above 64 KiB on its own and unmap it when freed, so the
+    # resident set follows the live tensors: the peak is the same to the MiB from run to run (with glibc's default
+    # sliding threshold, freed blocks stay in the heap and the peak moved by about 100 MiB between runs).
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -318,8 +341,13 @@ def run_config(config: str, args, root: str) -> List[str]:
     step = {method: statistics.median(values) for method, values in times.items()}
     parts = breakdown(models['DCKD exact'], data, 0, args.iters, device)  # the models are warm by now
     fast_parts = breakdown(models['DCKD fast'], data, 0, args.iters, device)
-    floor = floor_parts(models['DCKD exact'], data, 1, args.iters, device)
+    floor_fns = floor_functions(models['DCKD exact'], data)
+    floor = {name: median_time(fn, 1, args.iters, device) for name, fn in floor_fns.items()}
     floor_total = sum(floor.values())
+    flops = {name: count_flops(fn) for name, fn in floor_fns.items()}
+    kd_model = models['logits KD']
+    flops['logits KD step'] = count_flops(lambda: step_time(kd_model, data, 3000, device))
+    peak_rate = matmul_rate(device)
     if device == 'cpu':
         memory = {method: cpu_memory(method, config, args, root) for method in METHODS}
         memory_note = ('peak resident set (VmHWM of a fresh process per method, which ran warm-up + 1 steps) / that '
@@ -339,12 +367,25 @@ def run_config(config: str, args, root: str) -> List[str]:
               '| DCKD step part | exact s | fast s |', '|---|---|---|']
     for part in BREAKDOWN + ('total', ):
         lines.append(f'| {part} | {parts[part]:.3f} | {fast_parts[part]:.3f} |')
-    lines += ['', '| floor part (timed alone) | s |', '|---|---|']
-    for part, value in floor.items():
-        lines.append(f'| {part} | {value:.3f} |')
-    lines += [f'| **floor** | **{floor_total:.3f}** |', '',
+    lines += ['', f'| floor part (timed alone) | s | GFLOP | GFLOP/s | / fp32 matmul ({peak_rate / 1e9:.0f} GFLOP/s) |',
+              '|---|---|---|---|---|']
+    for part, value in list(floor.items()) + [('logits KD step', kd)]:
+        rate = flops[part] / value
+        lines.append(f'| {part} | {value:.3f} | {flops[part] / 1e9:.1f} | {rate / 1e9:.1f} | {rate / peak_rate:.0%} |')
+    floor_flops = sum(flops[part] for part in floor)
+    lines += [f'| **floor** | **{floor_total:.3f}** | **{floor_flops / 1e9:.1f}** | {floor_flops / floor_total / 1e9:.1f}'
+              f' | {floor_flops / floor_total / peak_rate:.0%} |', '',
               f"DCKD exact / floor: {step['DCKD exact'] / floor_total:.2f}x (instrumented total "
-              f"{parts['total'] / floor_total:.2f}x); DCKD fast / floor: {step['DCKD fast'] / floor_total:.2f}x.", '']
+              f"{parts['total'] / floor_total:.2f}x); DCKD fast / floor: {step['DCKD fast'] / floor_total:.2f}x. "
+              f"Floor / logits KD: {floor_total / kd:.2f}x in time, {floor_flops / flops['logits KD step']:.2f}x in "
+              'FLOPs.']
+    encoder_parts = [part for part in floor if part.startswith('encoder')]
+    budget = 4.5 * kd - sum(floor[part] for part in floor if part not in encoder_parts)
+    encoder_flops = sum(flops[part] for part in encoder_parts)
+    lines += [f'For a step of 4.5x logits KD even at the floor, the encoder parts ({encoder_flops / 1e9:.0f} GFLOP) '
+              f'would have to run in {budget:.2f} s, at {encoder_flops / max(budget, 1e-9) / 1e9:.0f} GFLOP/s '
+              f'({encoder_flops / max(budget, 1e-9) / peak_rate:.0%} of the fp32 matmul rate); they run at '
+              f'{encoder_flops / sum(floor[part] for part in encoder_parts) / 1e9:.0f} GFLOP/s.', '']
     return lines
 
 
@@ -380,7 +421,7 @@ def header(args) -> List[str]:
     else:
         hardware = f'{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores visible'
     load = ', '.join(f'{value:.2f}' for value in os.getloadavg())
-    return [f'Date: {now}. Hardware: {hardware}; torch {torch.__version__}, {torch.get_num_threads()} threads. '
+    return [f'Run: {now}. Hardware: {hardware}; torch {torch.__version__}, {torch.get_num_threads()} threads. '
             f'Load average (1, 5, 15 min) at start: {load}. Command: `python benchmarks/bench_step.py '
             f'{" ".join(sys.argv[1:])}`.', '']
 
