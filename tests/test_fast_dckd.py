@@ -300,3 +300,16 @@ def test_store_less_backward_does_the_plain_backward_work(monkeypatch):
             anchor_loss(encoder, encoder_input().float()).backward()
         counts.append(counter.get_total_flops())
     assert counts[0] == counts[1] > 0
+
+
+@pytest.mark.parametrize('autocast', [False, True])
+def test_no_grad_encoder_pass_equals_the_recorded_one(autocast):
+    """The no-grad passes (teacher output, negatives) work in place; their taps and code logits are those of the
+    plain modules bit for bit, also in dtype under bf16 autocast."""
+    encoder, x = small_encoder(), encoder_input().float().detach()
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+        recorded = encoder.encode(x)  # grad mode on, input without gradient: the plain modules
+        with torch.no_grad():
+            in_place = encoder.encode(x)
+    for a, b in zip(recorded[0] + [recorded[1]], in_place[0] + [in_place[1]]):
+        assert a.dtype == b.dtype and torch.equal(a, b)
