@@ -99,6 +99,7 @@ def patch_parse_options() -> None:
     original = options.parse_options
 
     def parse_options(root_path, is_train=True):
+        adopt_script_functions()
         if '-opt' in sys.argv[:-1]:
             opt_file = sys.argv[sys.argv.index('-opt') + 1]
             if not osp.isfile(opt_file):
@@ -116,6 +117,33 @@ def patch_parse_options() -> None:
     options.parse_options = parse_options
     basicsr.train.parse_options = parse_options
     basicsr.test.parse_options = parse_options
+
+
+# Functions BasicSR's train.py defines itself (the rest it imports, so it gets the patched ones) and that
+# train_pipeline looks up as module globals at call time.
+SCRIPT_FUNCTIONS = ('load_resume_state', 'create_train_val_dataloader')
+
+
+def adopt_script_functions() -> None:
+    """Point a BasicSR clone's ``python basicsr/train.py`` at the patched functions.
+
+    That file then runs as ``__main__`` with its own copies of :data:`SCRIPT_FUNCTIONS` (BasicSR's CUDA-only resume,
+    the data position lost on resume), which no patch of ``basicsr.train`` reaches, and they are defined only after
+    its imports (when the plugin is applied). ``parse_options`` is the first call of ``train_pipeline``, by which time
+    they exist: it calls this, which replaces them in ``__main__`` with those of the patched ``basicsr.train``.
+    Anything else (a ``__main__`` without BasicSR's ``train_pipeline`` / ``load_resume_state``) is left alone.
+    """
+    import basicsr.train
+    main = sys.modules.get('__main__')
+    if main is None or main is basicsr.train:
+        return
+    names = vars(main)
+    if not callable(names.get('train_pipeline')) or not callable(names.get('load_resume_state')):
+        return
+    for name in SCRIPT_FUNCTIONS:
+        own = names.get(name)
+        if callable(own) and getattr(own, '__module__', None) == '__main__':
+            setattr(main, name, getattr(basicsr.train, name))
 
 
 def latest_training_state(state_dir: str) -> Optional[str]:

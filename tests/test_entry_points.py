@@ -121,6 +121,28 @@ def test_auto_resume_from_another_working_directory(tmp_path, toy_data):
     assert _adam_steps(runs / 'auto' / 'training_states' / '10.state') == 10
 
 
+def test_clone_style_train_script_resumes_on_cpu_like_an_uninterrupted_run(tmp_path, toy_data):
+    """A BasicSR clone's ``python basicsr/train.py --auto_resume`` runs the plugin's resume (CPU, the data position,
+    the history model): 3 iterations, then auto-resume to 8, give the weights of a run of 8 iterations."""
+    script = TRAIN_COMMANDS['python basicsr/train.py']
+    opt = dckd_train_options(tmp_path, toy_data, name='whole', total_iter=8)
+    opt['logger']['save_checkpoint_freq'] = 3
+    run(script + ['-opt', write_options(tmp_path / 'whole.yml', opt)], cwd=tmp_path)
+    opt.update(name='part')
+    opt['train']['total_iter'] = 3
+    run(script + ['-opt', write_options(tmp_path / 'part.yml', opt)], cwd=tmp_path)
+    opt['train']['total_iter'] = 8
+    proc = run(script + ['-opt', write_options(tmp_path / 'part_resume.yml', opt), '--auto_resume'], cwd=tmp_path)
+    assert 'Resuming training from epoch: 1, iter: 3.' in proc.stdout + proc.stderr
+    runs = tmp_path / 'experiments'
+    for name in ('net_g_latest.pth', 'net_his_latest.pth'):
+        whole, part = _weights(runs / 'whole' / 'models' / name), _weights(runs / 'part' / 'models' / name)
+        for key, state in whole.items():
+            for param, tensor in state.items():
+                assert torch.equal(tensor, part[key][param]), f'{name} {key}.{param}'
+    assert _adam_steps(runs / 'part' / 'training_states' / '6.state') == 6
+
+
 TORCHRUN_SCRIPT = '''
 import os, sys, torch
 import dckd_basicsr  # noqa: F401
