@@ -213,22 +213,33 @@ def test_padded_forward_crops_back():
 
 def test_zoom_terms_are_student_vs_teacher_on_the_upcycled_inputs(tmp_path):
     opt = kd_options(tmp_path, tiny_swinir(8), tiny_swinir(16), pixel_opt=None,
-                     zoom_in_opt=dict(type='L1Loss'), zoom_out_opt=dict(type='L1Loss', loss_weight=2.0))
+                     zoom_in_opt=dict(type='L1Loss'), zoom_out_opt=dict(type='L1Loss', loss_weight=2.0),
+                     zoom_out_lq_opt=dict(type='MSELoss', loss_weight=0.5))
     model = build_model(opt)
     data = batch(size=12)
     model.feed_data(data)
     student = copy.deepcopy(model.net_g)
     rng = model.step_rng['torch'].clone()
     model.optimize_parameters(1)
-    assert list(model.log_dict) == ['l_zoom_in', 'l_zoom_out']
+    assert list(model.log_dict) == ['l_zoom_in', 'l_zoom_out', 'l_zoom_out_lq']
     with torch.no_grad(), torch.random.fork_rng():
         torch.set_rng_state(rng)
         crops = zoom_in_crops(data['gt'], (12, 12))
         small = matlab_bicubic_downscale(data['lq'], 2)  # 6x6: padded to the window (4) and cropped back
         zoom_in = F.l1_loss(student(crops), model.net_t(crops))
-        zoom_out = 2 * F.l1_loss(padded_forward(student, small, 4), padded_forward(model.net_t, small, 4))
+        zoomed_out = padded_forward(student, small, 4)
+        zoom_out = 2 * F.l1_loss(zoomed_out, padded_forward(model.net_t, small, 4))
+        zoom_out_lq = 0.5 * F.mse_loss(zoomed_out, data['lq'])  # the LQ is the zoomed-out input's ground truth
     assert model.log_dict['l_zoom_in'] == pytest.approx(zoom_in.item(), rel=1e-5)
     assert model.log_dict['l_zoom_out'] == pytest.approx(zoom_out.item(), rel=1e-5)
+    assert model.log_dict['l_zoom_out_lq'] == pytest.approx(zoom_out_lq.item(), rel=1e-5)
+
+
+def test_zoom_out_lq_needs_an_lq_patch_divisible_by_the_scale(tmp_path):
+    model = build_model(kd_options(tmp_path, tiny_rcan(1), tiny_rcan(2), zoom_out_lq_opt=dict(type='L1Loss')))
+    model.feed_data(batch(size=9))  # 9x9 zooms out to 5x5 (MATLAB rounds up), whose x2 output is 10x10
+    with pytest.raises(OptionError, match='train.zoom_out_lq_opt: the LQ patch'):
+        model.optimize_parameters(1)
 
 
 # ---------------------------------------------------------------- every row, three steps

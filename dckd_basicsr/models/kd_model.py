@@ -153,7 +153,8 @@ class KDModel(SRModel):
             freeze(self.net_g_ema)
 
     def loss_option_keys(self) -> List[str]:
-        return ['pixel_opt', 'logits_opt', 'kd_opt', 'lcr_opt', 'fakd_opt', 'zoom_in_opt', 'zoom_out_opt']
+        return ['pixel_opt', 'logits_opt', 'kd_opt', 'lcr_opt', 'fakd_opt', 'zoom_in_opt', 'zoom_out_opt',
+                'zoom_out_lq_opt']
 
     def setup_losses(self) -> None:
         train_opt = self.opt['train']
@@ -173,12 +174,13 @@ class KDModel(SRModel):
             raise OptionError(f'train.noisy.prob: {self.lcr_prob}; a probability must lie in [0, 1].')
         self.cri_zoom_in = build('zoom_in_opt')
         self.cri_zoom_out = build('zoom_out_opt')
+        self.cri_zoom_out_lq = build('zoom_out_lq_opt')
         self.setup_fakd()
 
     def loss_names(self) -> List[str]:
         """The configured terms, as logged."""
         terms = {'l_pix': self.cri_pix, 'l_kd': self.cri_kd, 'l_lcr': self.cri_lcr, 'l_fakd': self.cri_fakd,
-                 'l_zoom_in': self.cri_zoom_in, 'l_zoom_out': self.cri_zoom_out}
+                 'l_zoom_in': self.cri_zoom_in, 'l_zoom_out': self.cri_zoom_out, 'l_zoom_out_lq': self.cri_zoom_out_lq}
         return [name for name, loss in terms.items() if loss is not None]
 
     def setup_fakd(self) -> None:
@@ -249,13 +251,9 @@ class KDModel(SRModel):
 
     def zoom_terms(self) -> 'OrderedDict[str, Tensor]':
         """DUKD's data upcycling (:mod:`dckd_basicsr.upcycling`): the student matches the frozen teacher on
-        LQ-sized crops of the GT (``zoom_in_opt``) and on the LQ downscaled by MATLAB bicubic (``zoom_out_opt``)."""
+        LQ-sized crops of the GT (``zoom_in_opt``) and, on the LQ downscaled by MATLAB bicubic, the teacher
+        (``zoom_out_opt``) and the LQ itself, the downscaled input's ground truth (``zoom_out_lq_opt``)."""
         from dckd_basicsr.upcycling import matlab_bicubic_downscale, padded_forward, zoom_in_crops
-        inputs = OrderedDict()
-        if self.cri_zoom_in is not None:
-            inputs['l_zoom_in'] = (self.cri_zoom_in, zoom_in_crops(self.gt, tuple(self.lq.shape[-2:])))
-        if self.cri_zoom_out is not None:
-            inputs['l_zoom_out'] = (self.cri_zoom_out, matlab_bicubic_downscale(self.lq, int(self.opt['scale'])))
         # SwinIR students and teachers need sizes divisible by their windows (a 12x12 zoom-out at x4)
         multiple = math.lcm(self.pad_multiple, int(self.opt['network_t'].get('window_size', 1)))
         student = self.get_bare_model(self.net_g)  # extra passes outside DDP's forward; gradients still reduced
@@ -264,9 +262,22 @@ class KDModel(SRModel):
             for recorder in (getattr(self, 'fakd_student', None), getattr(self, 'fakd_teacher', None)):
                 if recorder is not None:
                     stack.enter_context(recorder.paused())
-            for name, (criterion, x) in inputs.items():
-                target = padded_forward(self.teacher, x, multiple)
-                terms[name] = criterion(padded_forward(student, x, multiple), target)
+            if self.cri_zoom_in is not None:
+                crops = zoom_in_crops(self.gt, tuple(self.lq.shape[-2:]))
+                terms['l_zoom_in'] = self.cri_zoom_in(padded_forward(student, crops, multiple),
+                                                      padded_forward(self.teacher, crops, multiple))
+            if self.cri_zoom_out is not None or self.cri_zoom_out_lq is not None:
+                scale = int(self.opt['scale'])
+                if self.cri_zoom_out_lq is not None and (self.lq.size(-2) % scale or self.lq.size(-1) % scale):
+                    raise OptionError(f'train.zoom_out_lq_opt: the LQ patch ({self.lq.size(-2)}x{self.lq.size(-1)}) '
+                                      f'must be divisible by the scale ({scale}) for the zoomed-out output to match '
+                                      'it; choose datasets.train.gt_size divisible by scale * scale.')
+                small = matlab_bicubic_downscale(self.lq, scale)
+                output = padded_forward(student, small, multiple)
+                if self.cri_zoom_out is not None:
+                    terms['l_zoom_out'] = self.cri_zoom_out(output, padded_forward(self.teacher, small, multiple))
+                if self.cri_zoom_out_lq is not None:
+                    terms['l_zoom_out_lq'] = self.cri_zoom_out_lq(output, self.lq)
         return terms
 
     # ------------------------------------------------------------------ training step
@@ -336,7 +347,7 @@ class KDModel(SRModel):
             losses['l_lcr'] = self.cri_lcr(self.output, self.lcr_target)
         if self.cri_fakd is not None:
             losses['l_fakd'] = self.fakd_term()
-        if self.cri_zoom_in is not None or self.cri_zoom_out is not None:
+        if any(loss is not None for loss in (self.cri_zoom_in, self.cri_zoom_out, self.cri_zoom_out_lq)):
             losses.update(self.zoom_terms())
         return losses
 
