@@ -1,4 +1,4 @@
-"""Batched random degradations on image tensors: DCKD's negatives and DUKD's label-consistency transforms.
+"""Batched random degradations on image tensors: DCKD's negatives.
 
 Negatives (DCKD, "Dynamic Contrastive Regularization"): the LQ input plus ``num_neg`` copies degraded with
 Real-ESRGAN's first-order operations, each applied per sample with its own probability, in this order:
@@ -16,10 +16,6 @@ global torch generator of the input's device when None, except the resize factor
 CPU then, since the output sizes must be known on the host: no device sync);
 :class:`~dckd_basicsr.models.kd_model.KDModel` runs its training step on its own saved random stream, so a resumed run
 draws the same negatives.
-
-Label-consistency transforms (DUKD, ``lcr_opt``): per sample and per op, with probability ``prob``, colour inversion,
-vertical flip, horizontal flip and transpose; :func:`undo_invertible_ops` maps an output back by the inverse ops in
-reverse order.
 """
 from typing import Dict, Optional, Sequence
 
@@ -145,39 +141,3 @@ class NegativeGenerator:
         """(num_neg + 1) * B inputs, negative-major: ``[lq, degraded_1, ..., degraded_num_neg]``."""
         repeated = lq.repeat(self.num_neg, 1, 1, 1)
         return torch.cat([lq, self.degrade(repeated, generator)])
-
-
-INVERTIBLE_OPS = ('invert', 'vflip', 'hflip', 'transpose')
-
-
-def random_invertible_ops(x: Tensor, prob: float, generator: Generator = None) -> Dict[str, Tensor]:
-    """Per-sample masks (B, 1, 1, 1) saying which of :data:`INVERTIBLE_OPS` apply to ``x``, each with ``prob``."""
-    batch = x.size(0)
-    return {name: _chosen(batch, prob, generator, x).view(batch, 1, 1, 1) for name in INVERTIBLE_OPS}
-
-
-def _apply_op(x: Tensor, name: str, mask: Tensor) -> Tensor:
-    if name == 'invert':
-        changed = 1 - x
-    elif name == 'vflip':
-        changed = x.flip(-2)
-    elif name == 'hflip':
-        changed = x.flip(-1)
-    else:
-        if x.size(-1) != x.size(-2):
-            raise ValueError(f'the transpose op needs square images, got {x.size(-2)}x{x.size(-1)}.')
-        changed = x.transpose(-1, -2)
-    return torch.where(mask, changed, x)
-
-
-def apply_invertible_ops(x: Tensor, masks: Dict[str, Tensor]) -> Tensor:
-    for name in INVERTIBLE_OPS:
-        x = _apply_op(x, name, masks[name])
-    return x
-
-
-def undo_invertible_ops(y: Tensor, masks: Dict[str, Tensor]) -> Tensor:
-    """Inverse of :func:`apply_invertible_ops`: each op is its own inverse, applied in reverse order."""
-    for name in reversed(INVERTIBLE_OPS):
-        y = _apply_op(y, name, masks[name])
-    return y

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr.degradations import (NegativeGenerator, apply_invertible_ops, gaussian_kernels,
-                                       random_invertible_ops, undo_invertible_ops)
+from dckd_basicsr.degradations import NegativeGenerator, gaussian_kernels
+from dckd_basicsr.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.history import HistorySchedule, update_history
 

@@ -265,7 +265,7 @@ def test_option_files_name_registered_types_and_the_paper_values():
 
 
 def test_lcr_target_is_the_teacher_on_transformed_inputs_mapped_back(tmp_path, files):
-    from dckd_basicsr.degradations import apply_invertible_ops, undo_invertible_ops
+    from dckd_basicsr.invertible_ops import apply_invertible_ops, undo_invertible_ops
     model = build_model(dckd_options(tmp_path, files, noisy=dict(prob=1.0)))
     model.feed_data(batch())
     model.run_teacher()

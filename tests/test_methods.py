@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
-from dckd_basicsr.degradations import INVERTIBLE_OPS, apply_invertible_ops, undo_invertible_ops
+from dckd_basicsr.invertible_ops import INVERTIBLE_OPS, apply_invertible_ops, undo_invertible_ops
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers, pair_layers
 from dckd_basicsr.losses.fakd_loss import FAKDLoss, spatial_affinity

@@ -33,7 +33,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dckd_basicsr.degradations import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
+from dckd_basicsr.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.compat import atomic_save
 from dckd_basicsr.errors import NonFiniteLossError, OptionError
 
