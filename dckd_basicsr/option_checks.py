@@ -1,7 +1,8 @@
 """Checks of a parsed option file that run before BasicSR builds anything; each failure names the option key."""
+import inspect
 import os
 from os import path as osp
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from dckd_basicsr.errors import OptionError, UnknownTypeError
 
@@ -37,6 +38,46 @@ def check_option_types(opt: Dict[str, Any]) -> None:
     for name, metric_opt in ((opt.get('val') or {}).get('metrics') or {}).items():
         if isinstance(metric_opt, dict) and 'type' in metric_opt:
             check(METRIC_REGISTRY, metric_opt['type'], f'val.metrics.{name}.type')
+
+
+def accepted_keys(cls: type) -> Optional[List[str]]:
+    """Keyword arguments ``cls(**options)`` accepts, or None when its constructor takes any ``**kwargs``.
+
+    A constructor that passes ``**kwargs`` on to its parent's (e.g. ``NAFNetLocal``) accepts its own names and the
+    parent's; one that ends at ``nn.Module`` with ``**kwargs`` still open (e.g. BasicSR's ``SwinIR``) accepts
+    anything, so it cannot be checked here.
+    """
+    import torch
+    names: List[str] = []
+    for klass in cls.__mro__:
+        if klass in (torch.nn.Module, object):
+            return None
+        if '__init__' not in vars(klass):
+            continue
+        parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        names += [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
+
+
+def check_option_keys(opt: Dict[str, Any]) -> None:
+    """Every key of a ``network_*`` or ``train.*_opt`` block must be an argument of its ``type``, so a misspelt key
+    (``weigths``) or one the type does not have (``reduction`` in ``cl_opt``) is an error naming the key and the
+    accepted ones, not silently dropped. Types whose constructor takes any ``**kwargs`` are not checked."""
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+
+    blocks = [(ARCH_REGISTRY, key, value) for key, value in opt.items() if key.startswith('network_')]
+    blocks += [(LOSS_REGISTRY, f'train.{key}', value) for key, value in (opt.get('train') or {}).items()
+               if key.endswith('_opt')]
+    for registry, where, block in blocks:
+        if not isinstance(block, dict) or block.get('type') not in registry:
+            continue
+        accepted = accepted_keys(registry.get(block['type']))
+        unknown = sorted(set(block) - {'type'} - set(accepted or ()))
+        if accepted is not None and unknown:
+            raise OptionError(f"{where}.{unknown[0]}: {block['type']} has no option {unknown[0]!r}; it accepts "
+                              f"{', '.join(accepted)}.")
 
 
 def check_device_options(opt: Dict[str, Any]) -> None:
@@ -143,6 +184,7 @@ def nonfinite_limit(train_opt: Dict[str, Any]) -> int:
 def check_options(opt: Dict[str, Any]) -> None:
     """All checks, in the order a user would fix them."""
     check_option_types(opt)
+    check_option_keys(opt)
     check_device_options(opt)
     check_dataset_paths(opt)
     check_paired_folders(opt)

@@ -18,10 +18,11 @@ case-insensitive, other tokens ignored, e.g. a leading ``001``)::
     <Backbone>_Derain_<Method>          Rain13K, scale 1 (``Rain13K`` is accepted for ``Derain``)
 
 Methods: Teacher, Scratch, Logits, FAKD, MiPKD, DUKD, DCR (DCR only), DMM (DMM only), DCKD, DCKDstar (DCKD*; also
-``DCKD+``). Whatever the name does not say is read from the option file BasicSR copies into the run folder:
-``network_g.type`` (backbone), ``scale``, the validation set names (task), and the loss blocks (method: ``cl_opt`` +
-``ce_opt`` is DCKD, with ``lcr_opt`` DCKD*; a KD model with neither is Logits; ``model_type: SRModel`` or
-``SwinIRModel`` is Scratch).
+``DCKD+``), DCKDEq9 (DCKD with the paper's Eq. 9, not a Table 2 row). Whatever the name does not say is read from the
+option file BasicSR copies into the run folder: ``network_g.type`` (backbone), ``scale``, the validation set names
+(task), and the model and loss blocks (method: ``DUKDModel`` is DUKD; ``cl_opt`` + ``ce_opt`` is DCKD, with
+``lcr_opt`` DCKD*, with a ``DistributionMappingLoss`` ``ce_opt`` and no ``lcr_opt`` DCKD (Eq. 9); a KD model with
+neither is Logits; ``model_type: SRModel`` or ``SwinIRModel`` is Scratch).
 """
 import argparse
 import glob
@@ -39,7 +40,8 @@ Metrics = Tuple[Optional[float], Optional[float]]  # (PSNR, SSIM); None where th
 SR_DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
 DEBLUR_DATASETS = ('GoPro', )
 DERAIN_DATASETS = ('Test100', 'Rain100H', 'Rain100L', 'Test2800', 'Test1200')
-METHODS = ('Teacher', 'Scratch', 'Logits', 'FAKD', 'MiPKD', 'DUKD', 'DCR only', 'DMM only', 'DCKD', 'DCKD*')
+METHODS = ('Teacher', 'Scratch', 'Logits', 'FAKD', 'MiPKD', 'DUKD', 'DCR only', 'DMM only', 'DCKD', 'DCKD*',
+           'DCKD (Eq. 9)')
 BACKBONES = ('SwinIR', 'RCAN', 'NAFNet', 'Restormer', 'EDSR')
 
 
@@ -98,7 +100,8 @@ PAPER_RESULTS: Dict[Tuple[str, str, int], Dict[str, Dict[str, Metrics]]] = {
 _METHOD_TOKENS = {
     'teacher': 'Teacher', 'scratch': 'Scratch', 'baseline': 'Scratch', 'logits': 'Logits', 'logitskd': 'Logits',
     'kd': 'Logits', 'fakd': 'FAKD', 'mipkd': 'MiPKD', 'dukd': 'DUKD', 'dcr': 'DCR only', 'dcronly': 'DCR only',
-    'dmm': 'DMM only', 'dmmonly': 'DMM only', 'dckd': 'DCKD', 'dckd*': 'DCKD*', 'dckdstar': 'DCKD*', 'dckd+': 'DCKD*'
+    'dmm': 'DMM only', 'dmmonly': 'DMM only', 'dckd': 'DCKD', 'dckd*': 'DCKD*', 'dckdstar': 'DCKD*', 'dckd+': 'DCKD*',
+    'dckdeq9': 'DCKD (Eq. 9)'
 }
 _DATASET_ALIASES = {'bsd100': 'B100', 'bsds100': 'B100', 'b100': 'B100', 'set5': 'Set5', 'set14': 'Set14',
                     'urban100': 'Urban100', 'manga109': 'Manga109'}
@@ -217,9 +220,13 @@ def labels_from_options(opt: Dict[str, Any]) -> Dict[str, Any]:
     model_type = opt.get('model_type')
     if model_type in ('SRModel', 'SwinIRModel'):  # plain BasicSR models: no teacher
         labels['method'] = 'Scratch'
+    elif model_type in ('DUKDModel', 'DUKD'):
+        labels['method'] = 'DUKD'
     elif model_type:
         cl, ce, lcr = (train.get(k) is not None for k in ('cl_opt', 'ce_opt', 'lcr_opt'))
-        if cl and ce:
+        if cl and ce and not lcr and train['ce_opt'].get('type') == 'DistributionMappingLoss':
+            labels['method'] = 'DCKD (Eq. 9)'
+        elif cl and ce:
             labels['method'] = 'DCKD*' if lcr else 'DCKD'
         elif cl:
             labels['method'] = 'DCR only'

@@ -21,8 +21,9 @@ import yaml
 ROOT = osp.dirname(osp.abspath(__file__))
 SCALES = (2, 3, 4)
 BACKBONES = ('SwinIR', 'RCAN')
-METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar')
+METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar', 'DCKDEq9')
 TEST_SETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
+VAL_SETS = ('Set5', 'Set14', 'Urban100')  # validated during training, as in the authors' files
 
 # Table 1: students and teachers (docs/model_sizes.md); `upscale` is set per scale.
 SWINIR = dict(type='SwinIR', upscale=None, in_chans=3, img_size=48, window_size=8, img_range=1.0,
@@ -37,9 +38,11 @@ NETWORKS = {
              'teacher': None},
 }
 NETWORKS['RCAN']['teacher'] = dict(NETWORKS['RCAN']['student'], num_block=20)
-# The authors' releases (SwinIR-M classical SR on DF2K; RCAN BIX), loaded as they are (path.teacher_format: auto).
-TEACHER_FILES = {'SwinIR': 'experiments/pretrained_models/SwinIR/001_classicalSR_DF2K_s64w8_SwinIR-M_x{s}.pth',
+# The teachers' official releases, loaded as they are (path.teacher_format: auto). SwinIR: the DIV2K-trained
+# SwinIR-M (patch 48, window 8) that the DCKD authors distil from (their README; Table 2's teacher row).
+TEACHER_FILES = {'SwinIR': 'experiments/pretrained_models/SwinIR/001_classicalSR_DIV2K_s48w8_SwinIR-M_x{s}.pth',
                  'RCAN': 'experiments/pretrained_models/RCAN/RCAN_BIX{s}.pt'}
+MODEL_TYPES = {'DCKD': 'DCKDModel', 'DCKDstar': 'DCKDModel', 'DCKDEq9': 'DCKDModel'}  # the others: KDModel
 SCRATCH_MODEL = {'SwinIR': 'SwinIRModel', 'RCAN': 'SRModel'}  # SwinIRModel pads validation inputs to the window
 
 L1 = dict(type='L1Loss', loss_weight=1.0, reduction='mean')
@@ -51,11 +54,13 @@ VQGAN_PATH = 'experiments/pretrained_models/VQGAN/vqgan_imagenet_f16_1024/checkp
 TEACHER_KEYS = {'network_t': None, 'path.pretrain_network_t': None, 'path.param_key_t': 'params',
                 'path.strict_load_t': True}
 DUKD_KEYS = {'train.lcr_opt': L1, 'train.noisy': {'prob': 0.5}, 'train.zoom_in_opt': L1, 'train.zoom_out_opt': L1}
+# The DCKD authors' label-consistency term (their only released file has it): what DCKD* adds to DCKD.
+LCR_KEYS = {'train.lcr_opt': L1, 'train.noisy': {'prob': 0.5}}
 DCKD_KEYS = {
     'network_his': True, 'network_vqgan': VQGAN, 'path.pretrain_network_vqgan': VQGAN_PATH,
     'path.param_key_vqgan': 'state_dict', 'path.strict_load_vqgan': False,
     'train.cl_opt': dict(type='ContrasLoss', d_func='L1', loss_weight=0.1, weights=[0.03125, 0.0625, 0.125, 0.25, 1.0]),
-    'train.ce_opt': dict(type='DistributionMappingLoss', loss_weight=0.001),
+    'train.ce_opt': dict(type='CELoss', loss_weight=0.001, reduction='mean'),
     'train.num_neg': 4, 'train.gaussian_noise_prob': 1, 'train.gray_noise_prob': 0.5, 'train.gaussian_blur_prob': 0,
     'train.resize_prob': 0, 'train.update_decay': 0.1, 'train.step': [1000, 2000, 3000],
 }
@@ -66,7 +71,9 @@ METHOD_KEYS: Dict[str, Dict[str, Any]] = {
     'FAKD': dict(TEACHER_KEYS, **{'train.logits_opt': L1, 'train.fakd_opt': dict(type='FAKDLoss', loss_weight=1.0)}),
     'DUKD': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **DUKD_KEYS),
     'DCKD': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **DCKD_KEYS),
-    'DCKDstar': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **DUKD_KEYS, **DCKD_KEYS),
+    'DCKDstar': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **LCR_KEYS, **DCKD_KEYS),
+    'DCKDEq9': dict(TEACHER_KEYS, **{'train.logits_opt': L1},
+                    **dict(DCKD_KEYS, **{'train.ce_opt': dict(type='DistributionMappingLoss', loss_weight=0.001)})),
 }
 DESCRIPTIONS = {
     'Scratch': 'the student trained alone: L1 reconstruction only (Table 2 "Scratch").',
@@ -75,8 +82,12 @@ DESCRIPTIONS = {
             '# group/RSTB, paired with the teacher group at the same relative depth (Table 2 "FAKD").',
     'DUKD': 'DUKD (Zhang et al., 2023): rec + logits KD + label-consistency (lcr_opt) + zoom-in and zoom-out data\n'
             '# upcycling, the teacher labelling the upcycled inputs.',
-    'DCKD': 'DCKD as the paper writes it: rec + logits KD + 0.1 * DCR (Eq. 5) + 0.001 * DMM (Eq. 9).',
-    'DCKDstar': 'DCKD* = DCKD + the DUKD terms (lcr_opt, zoom_in_opt, zoom_out_opt) (Table 2 "DCKD*").',
+    'DCKD': "DCKD as the authors' code runs it: rec + logits KD + 0.1 * DCR (Eq. 5) + 0.001 * DMM with their\n"
+            '# CELoss (Table 2 "DCKD").',
+    'DCKDstar': "DCKD* = DCKD + the authors' label-consistency term (lcr_opt, noisy.prob 0.5), as in their released\n"
+                '# file (Table 2 "DCKD*").',
+    'DCKDEq9': "DCKD with the paper's Eq. 9 for DMM (DistributionMappingLoss) instead of the authors' CELoss; not a\n"
+               '# Table 2 row (the paper\'s numbers come from CELoss).',
 }
 # Comment lines written above a top-level key or a key of `train`.
 COMMENTS = {
@@ -89,11 +100,11 @@ COMMENTS = {
     'train.pixel_opt': 'L_rec: student vs GT',
     'train.logits_opt': 'L_kd: student vs teacher output (kd_opt is an alias)',
     'train.fakd_opt': 'FAKD: affinity L1 on every RCAN residual group / SwinIR RSTB output (feature_hooks.py)',
-    'train.lcr_opt': 'DUKD label consistency: teacher on inverted/flipped/transposed inputs, mapped back',
+    'train.lcr_opt': "DCKD authors' label consistency: teacher on inverted/flipped/transposed LQ, mapped back",
     'train.zoom_in_opt': 'DUKD zoom-in: the student matches the teacher on LQ-sized crops of the GT patch',
     'train.zoom_out_opt': 'DUKD zoom-out: the student matches the teacher on the LQ downscaled by MATLAB bicubic',
     'train.cl_opt': 'DCR (Eq. 5), lambda_dcl = 0.1',
-    'train.ce_opt': "DMM (Eq. 9), lambda_ce = 0.001; type CELoss reproduces the authors' code instead (see README)",
+    'train.ce_opt': "DMM, lambda_ce = 0.001; CELoss is the authors' code, DistributionMappingLoss Eq. 9 (README)",
     'train.num_neg': 'negatives: the LQ input + num_neg degraded copies, restored by the history model',
     'train.update_decay': 'theta_his = decay * theta_his + (1 - decay) * theta_ema every step[(iter - 1) // 1e5]',
 }
@@ -123,26 +134,32 @@ def _network(backbone: str, role: str, scale: int) -> Dict[str, Any]:
 
 
 def base_options(backbone: str, scale: int) -> Dict[str, Any]:
-    """The blocks every method of one backbone and scale shares (paper settings, PAPER.md)."""
+    """The blocks every method of one backbone and scale shares: the values of the authors' SwinIR x4 file
+    (seed, schedule, data loading, validation sets, logging), with the scale's patch size and test crop border."""
     train_set = dict(name='DIV2K', type='PairedImageDataset', dataroot_gt='datasets/DIV2K/DIV2K_train_HR_sub.lmdb',
                      dataroot_lq=f'datasets/DIV2K/DIV2K_train_LR_bicubic_X{scale}_sub.lmdb', meta_info_file=None,
                      io_backend=dict(type='lmdb'), gt_size=48 * scale, use_hflip=True, use_rot=True,
-                     num_worker_per_gpu=4, batch_size_per_gpu=16, dataset_enlarge_ratio=1, prefetch_mode=None)
+                     num_worker_per_gpu=8, batch_size_per_gpu=16, dataset_enlarge_ratio=100, prefetch_mode=None)
+    val = {'val_freq': 5000, 'save_img': False}
+    if 'window_size' in NETWORKS[backbone]['student']:  # the authors' key; inputs are padded to the window
+        val['window_size'] = NETWORKS[backbone]['student']['window_size']
+    val['metrics'] = _metrics(scale)
     return {
-        'name': None, 'model_type': None, 'scale': scale, 'num_gpu': 'auto', 'manual_seed': 0,
-        'datasets': {'train': train_set, 'val': _dataset('Set5', scale)},
+        'name': None, 'model_type': None, 'scale': scale, 'num_gpu': 'auto', 'manual_seed': 10,
+        'datasets': {'train': train_set, **{f'val_{i}': _dataset(name, scale)
+                                            for i, name in enumerate(VAL_SETS, 1)}},
         'network_g': _network(backbone, 'student', scale),
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
         'train': {
             'ema_decay': 0.999,
             'optim_g': dict(type='Adam', lr=1e-4, weight_decay=0, betas=[0.9, 0.99]),
             # the authors' files: one milestone at the end, so no decay (the paper's text says /10 every 1e5)
-            'scheduler': dict(type='MultiStepLR', milestones=[250000], gamma=0.5),
+            'scheduler': dict(type='MultiStepLR', milestones=[250000], gamma=0.1),
             'total_iter': 250000, 'warmup_iter': -1,
             'pixel_opt': L1,
         },
-        'val': {'val_freq': 5000, 'save_img': False, 'metrics': _metrics(scale)},
-        'logger': {'print_freq': 100, 'save_checkpoint_freq': 5000, 'use_tb_logger': True,
+        'val': val,
+        'logger': {'print_freq': 1000, 'save_checkpoint_freq': 5000, 'use_tb_logger': True,
                    'wandb': {'project': None, 'resume_id': None}},
         'dist_params': {'backend': 'nccl', 'port': 29500},
     }
@@ -151,8 +168,7 @@ def base_options(backbone: str, scale: int) -> Dict[str, Any]:
 def method_options(backbone: str, scale: int, method: str) -> Dict[str, Any]:
     opt = base_options(backbone, scale)
     opt['name'] = f'{backbone}_SRx{scale}_{method}'
-    opt['model_type'] = {'Scratch': SCRATCH_MODEL[backbone], 'DCKD': 'DCKDModel', 'DCKDstar': 'DCKDModel'}.get(
-        method, 'KDModel')
+    opt['model_type'] = SCRATCH_MODEL[backbone] if method == 'Scratch' else MODEL_TYPES.get(method, 'KDModel')
     teacher = {'network_t': _network(backbone, 'teacher', scale),
                'path.pretrain_network_t': TEACHER_FILES[backbone].format(s=scale)}
     for key, value in METHOD_KEYS[method].items():

@@ -85,7 +85,8 @@ def test_authors_swinir_x4_options_run_two_iterations_with_full_size_networks(tm
                  'datasets:train:batch_size_per_gpu=1', 'datasets:train:gt_size=32', 'train:total_iter=2',
                  f'datasets:train:dataroot_gt={tmp_path / "hr.lmdb"}',
                  f'datasets:train:dataroot_lq={tmp_path / "lr.lmdb"}',
-                 f'datasets:val:dataroot_gt={val_hr}', f'datasets:val:dataroot_lq={tmp_path / "Set5/LR"}',
+                 *(f'datasets:val_{i}:dataroot_{kind}={folder}' for i in (1, 2, 3)
+                   for kind, folder in (('gt', val_hr), ('lq', tmp_path / 'Set5/LR'))), 'num_gpu=0',
                  f'path:pretrain_network_t={tmp_path / "teacher.pth"}',
                  f'path:pretrain_network_vqgan={tmp_path / "vqgan.ckpt"}', timeout=600)
     run_dir = tmp_path / 'experiments' / opt['name']

@@ -16,10 +16,10 @@ from dckd_basicsr.results import labels_from_name, labels_from_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ALL_FILES = sorted(glob.glob(osp.join(REPO, 'options', '**', '*.yml'), recursive=True))
-SR_METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar')
+SR_METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar', 'DCKDEq9')
 GROUPS = [(b, s) for b in ('SwinIR', 'RCAN') for s in (2, 3, 4)]
 TABLE2_LABEL = {'Scratch': 'Scratch', 'Logits': 'Logits', 'FAKD': 'FAKD', 'DUKD': 'DUKD', 'DCKD': 'DCKD',
-                'DCKDstar': 'DCKD*'}
+                'DCKDstar': 'DCKD*', 'DCKDEq9': 'DCKD (Eq. 9)'}
 
 
 def generator_module():
@@ -86,7 +86,7 @@ def _only(keys, *allowed):
 def test_methods_of_a_group_differ_only_in_their_keys(backbone, scale):
     rows = {m: flatten(load_option_file(sr_file(backbone, scale, m))) for m in SR_METHODS}
     scratch_model = 'SwinIRModel' if backbone == 'SwinIR' else 'SRModel'
-    assert [rows[m]['model_type'] for m in SR_METHODS] == [scratch_model] + ['KDModel'] * 3 + ['DCKDModel'] * 2
+    assert [rows[m]['model_type'] for m in SR_METHODS] == [scratch_model] + ['KDModel'] * 3 + ['DCKDModel'] * 3
     diff = _changed(rows['Scratch'], rows['Logits']) - {'model_type'}
     assert not _only(diff, TEACHER) and TEACHER[0] <= diff and 'train.logits_opt.type' in diff
     for method, allowed, must in (('FAKD', FAKD, 'train.fakd_opt.type'), ('DUKD', DUKD, 'train.zoom_out_opt.type'),
@@ -96,8 +96,12 @@ def test_methods_of_a_group_differ_only_in_their_keys(backbone, scale):
         assert must in diff and allowed[0] <= diff
     assert {'train.lcr_opt.type', 'train.noisy.prob', 'train.zoom_in_opt.type'} <= _changed(rows['Logits'],
                                                                                            rows['DUKD'])
-    diff = _changed(rows['DCKD'], rows['DCKDstar'])
-    assert not _only(diff, DUKD) and diff == _changed(rows['Logits'], rows['DUKD'])
+    # DCKD* adds the authors' label consistency to DCKD; DCKD (Eq. 9) swaps their CELoss for Eq. 9
+    assert _changed(rows['DCKD'], rows['DCKDstar']) == {'train.lcr_opt.type', 'train.lcr_opt.loss_weight',
+                                                         'train.lcr_opt.reduction', 'train.noisy.prob'}
+    assert (rows['DCKD']['train.ce_opt.type'], rows['DCKDEq9']['train.ce_opt.type']) == ('CELoss',
+                                                                                         'DistributionMappingLoss')
+    assert _changed(rows['DCKD'], rows['DCKDEq9']) == {'train.ce_opt.type', 'train.ce_opt.reduction'}
     # names are what dckd_basicsr.results parses, and the loss blocks say the same
     for method, row in rows.items():
         assert row['name'] == f'{backbone}_SRx{scale}_{method}'
@@ -114,9 +118,15 @@ def test_paper_settings_and_layout(backbone, scale):
     assert train_set['dataroot_gt'] == 'datasets/DIV2K/DIV2K_train_HR_sub.lmdb'
     assert train_set['dataroot_lq'] == f'datasets/DIV2K/DIV2K_train_LR_bicubic_X{scale}_sub.lmdb'
     assert (train_set['gt_size'], train_set['batch_size_per_gpu'], train_set['use_rot']) == (48 * scale, 16, True)
-    val = opt['datasets']['val']
-    assert val['dataroot_lq'] == f'datasets/Benchmark_SR/Set5/LR_bicubic/X{scale}'
-    assert val['filename_tmpl'] == f'{{}}x{scale}'
+    # the authors' shared settings: seed, data loading, schedule, validation sets
+    assert (opt['manual_seed'], train_set['dataset_enlarge_ratio'], train_set['num_worker_per_gpu']) == (10, 100, 8)
+    assert opt['train']['scheduler'] == {'type': 'MultiStepLR', 'milestones': [250000], 'gamma': 0.1}
+    val_sets = [opt['datasets'][f'val_{i}'] for i in (1, 2, 3)]
+    assert [v['name'] for v in val_sets] == ['Set5', 'Set14', 'Urban100']
+    assert val_sets[0]['dataroot_lq'] == f'datasets/Benchmark_SR/Set5/LR_bicubic/X{scale}'
+    assert val_sets[0]['filename_tmpl'] == f'{{}}x{scale}'
+    assert opt['val'].get('window_size') == opt['network_g'].get('window_size')
+    assert (opt['train']['ce_opt']['type'], opt['train']['lcr_opt']['type']) == ('CELoss', 'L1Loss')
     assert all(m['crop_border'] == scale and m['test_y_channel'] for m in opt['val']['metrics'].values())
     train = opt['train']
     assert (train['optim_g']['type'], train['optim_g']['lr'], train['optim_g']['betas']) == ('Adam', 1e-4, [0.9, 0.99])
@@ -125,6 +135,9 @@ def test_paper_settings_and_layout(backbone, scale):
     assert train['cl_opt']['weights'] == [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1]
     assert (train['num_neg'], train['update_decay'], train['step']) == (4, 0.1, [1000, 2000, 3000])
     assert opt['path']['pretrain_network_t'].startswith(f'experiments/pretrained_models/{backbone}/')
+    if backbone == 'SwinIR':  # the teacher the DCKD authors distil from (Table 2's teacher row)
+        assert opt['path']['pretrain_network_t'].endswith(f'001_classicalSR_DIV2K_s48w8_SwinIR-M_x{scale}.pth')
+        assert (opt['network_t']['img_size'], opt['network_t']['window_size']) == (48, 8)
     assert f'x{scale}' in opt['path']['pretrain_network_t'].lower()
     assert opt['network_g']['upscale'] == opt['network_t']['upscale'] == scale
     test = load_option_file(osp.join(REPO, 'options', 'test', backbone, f'test_{backbone}_SRx{scale}_DCKD.yml'))
@@ -143,3 +156,20 @@ def test_x4_networks_have_table1_sizes(backbone):
     for key in ('network_g', 'network_t'):
         net = build_network(dict(opt[key]))
         assert sum(p.numel() for p in net.parameters()) == TABLE1[(backbone, key)], key
+
+
+AUTHORS_FILE = osp.join(REPO, 'options/train/SwinIR/train_SwinIR_SRx4_DCKD_authors.yml')
+AUTHORS_VALUES = osp.join(REPO, 'tests/data/authors/train_SwinIR_SRx4_DCKD.values.yml')
+# Where the data and the checkpoints lie, and how the training set is stored (the LMDBs of datasets_prep/ instead of
+# the authors' sub-image folders): the only keys allowed to differ from the authors' file.
+LOCAL_KEYS = {'datasets.train.dataroot_gt', 'datasets.train.dataroot_lq', 'datasets.train.meta_info_file',
+              'datasets.train.filename_tmpl', 'datasets.train.io_backend.type', 'path.pretrain_network_t',
+              'path.pretrain_network_vqgan'}
+
+
+def test_authors_file_has_the_authors_values_except_local_paths():
+    ours, theirs = flatten(load_option_file(AUTHORS_FILE)), flatten(load_option_file(AUTHORS_VALUES))
+    differences = {key: (ours.get(key, '<missing>'), theirs.get(key, '<missing>'))
+                   for key in (set(ours) | set(theirs)) - LOCAL_KEYS if ours.get(key, object()) != theirs.get(key)}
+    assert not differences, f'keys differing from the authors\' file (ours, theirs): {differences}'
+    assert osp.basename(ours['path.pretrain_network_t']) == osp.basename(theirs['path.pretrain_network_t'])
