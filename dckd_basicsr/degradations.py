@@ -1,25 +1,33 @@
-"""Batched random degradations on image tensors: DCKD's negatives.
+"""Random degradations on image tensors: DCKD's negatives.
 
-Negatives (DCKD, "Dynamic Contrastive Regularization"): the LQ input plus ``num_neg`` copies degraded with
-Real-ESRGAN's first-order operations, each applied per sample with its own probability, in this order:
+Negatives (DCKD, "Dynamic Contrastive Regularization"): the LQ batch followed by ``num_neg`` degraded copies of it,
+``[lq, copy_1, ..., copy_num_neg]``, all restored by the history model in one batched pass. As in the authors' code,
+every copy is the whole batch degraded with Real-ESRGAN's first-order operations, one random choice per copy and
+operation, in this order:
 
-* Gaussian blur: odd kernel size 3..11, sigma 0.1..2 drawn per axis (axis-aligned), reflect padding
-  (BasicSR's ``filter2D``);
-* resize: up by x1..1.5 (probability ``resize_up_prob`` = 0.25) or down by x0.5..1 (otherwise), with area, bilinear or
-  bicubic interpolation, then back to the input size with the same mode;
-* Gaussian noise: sigma 1..30 on the 0..255 scale, the same noise on all channels with probability
-  ``gray_noise_prob``, clipped to [0, 1].
+* Gaussian blur (probability ``gaussian_blur_prob``): odd kernel height and width in 3..11 and sigma in 0.1..2 per
+  axis (axis-aligned), reflect border: kornia's ``gaussian_blur2d``, computed here with BasicSR's ``filter2D``;
+* resize (probability ``resize_prob``): up by a factor in [1, 1.5) with probability ``resize_up_prob`` = 0.25,
+  else down by one in [0.5, 1), to ``int(size * factor)`` with area, bilinear or bicubic interpolation
+  (``align_corners=False``);
+* Gaussian noise (probability ``gaussian_noise_prob``), at the resized size: BasicSR's
+  ``random_add_gaussian_noise_pt`` with sigma 1..30 on the 0..255 scale and gray noise with probability
+  ``gray_noise_prob``, both per sample, clipped to [0, 1]. BasicSR draws one gray pattern per call, so the gray
+  samples of a copy share it, each with its own sigma;
+* back to the input size when resized, with a newly drawn mode and no clipping afterwards.
 
-BasicSR's ``random_add_gaussian_noise_pt`` is not used: it draws one gray-noise pattern for the whole batch, so
-two negatives of one image would carry the same noise up to a scale. Every draw uses the ``generator`` passed in (the
-global torch generator of the input's device when None, except the resize factors and modes, which are drawn on the
-CPU then, since the output sizes must be known on the host: no device sync);
-:class:`~dckd_basicsr.models.kd_model.KDModel` runs its training step on its own saved random stream, so a resumed run
-draws the same negatives.
+Drawing is split from applying (:meth:`NegativeGenerator.draw` returns one :class:`CopyDraws` per copy,
+:meth:`NegativeGenerator.apply` uses them), so given draws replay exactly. Every draw comes from the global torch
+generators, which :class:`~dckd_basicsr.models.kd_model.KDModel` swaps for the model's own saved stream during the
+training step (a resumed run draws the same negatives): the choices, kernel parameters and sizes from the CPU one
+(they are needed on the host, so a GPU never has to synchronise for them), the noise on the input's device (BasicSR's
+noise function asks the device whether any sample is gray: one synchronisation per noisy copy).
 """
-from typing import Dict, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from basicsr.data.degradations import random_generate_gaussian_noise_pt
 from basicsr.utils.img_process_util import filter2D
 from torch import Tensor
 from torch.nn import functional as F
@@ -27,44 +35,75 @@ from torch.nn import functional as F
 from dckd_basicsr.errors import OptionError
 
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')
-MAX_KERNEL_SIZE = 11
 
 
-Generator = Optional[torch.Generator]
+@dataclass
+class CopyDraws:
+    """The random choices of one degraded copy of the batch (None: that operation is skipped).
+
+    Attributes:
+        blur_kernel: Blur kernel (height, width), odd.
+        blur_sigma: Blur sigma (along y, along x).
+        size: Resized (height, width).
+        resize_mode: Interpolation mode to ``size``.
+        restore_mode: Interpolation mode back to the input size.
+        noise: Additive noise (B, C, height, width) at the resized size, before clipping.
+    """
+    blur_kernel: Optional[Tuple[int, int]] = None
+    blur_sigma: Optional[Tuple[float, float]] = None
+    size: Optional[Tuple[int, int]] = None
+    resize_mode: Optional[str] = None
+    restore_mode: Optional[str] = None
+    noise: Optional[Tensor] = None
 
 
-def _device(generator: Generator, like: Tensor) -> torch.device:
-    return like.device if generator is None else generator.device
+def gaussian_kernel_1d(size: int, sigma: float, dtype: torch.dtype = torch.float32,
+                       device: Optional[torch.device] = None) -> Tensor:
+    """kornia's ``get_gaussian_kernel1d``: ``exp(-x^2 / (2 sigma^2))`` at ``x = -(size // 2) .. size // 2``,
+    normalised to sum 1, computed in ``dtype``."""
+    x = torch.arange(size, dtype=dtype, device=device) - size // 2
+    sigma = torch.tensor(sigma, dtype=dtype, device=device)
+    kernel = torch.exp(-x.pow(2) / (2 * sigma.pow(2)))
+    return kernel / kernel.sum()
 
 
-def _uniform(n: int, low: float, high: float, generator: Generator, like: Tensor) -> Tensor:
-    return torch.rand(n, generator=generator, device=_device(generator, like)) * (high - low) + low
+def gaussian_blur(x: Tensor, kernel: Tuple[int, int], sigma: Tuple[float, float]) -> Tensor:
+    """kornia's ``gaussian_blur2d(x, kernel, sigma)`` (reflect border): the outer product of the two normalised 1-D
+    kernels, zero-padded to a square and applied by BasicSR's ``filter2D``."""
+    height, width = kernel
+    size = max(height, width)
+    column = gaussian_kernel_1d(height, sigma[0], x.dtype, x.device)
+    row = gaussian_kernel_1d(width, sigma[1], x.dtype, x.device)
+    square = F.pad(column[:, None] * row[None, :], ((size - width) // 2, ) * 2 + ((size - height) // 2, ) * 2)
+    return filter2D(x, square[None])
 
 
-def _chosen(n: int, prob: float, generator: Generator, like: Tensor) -> Tensor:
-    return torch.rand(n, generator=generator, device=_device(generator, like)) < prob
-
-
-def gaussian_kernels(sizes: Tensor, sigma_x: Tensor, sigma_y: Tensor, max_size: int = MAX_KERNEL_SIZE) -> Tensor:
-    """Axis-aligned Gaussian kernels of odd ``sizes``, each centred in a (max_size, max_size) grid of zeros."""
-    radius = max_size // 2
-    grid = torch.arange(-radius, radius + 1, device=sizes.device, dtype=sigma_x.dtype)
-    y, x = grid.view(1, -1, 1), grid.view(1, 1, -1)
-    kernel = torch.exp(-0.5 * ((x / sigma_x.view(-1, 1, 1))**2 + (y / sigma_y.view(-1, 1, 1))**2))
-    half = (sizes.view(-1, 1, 1) // 2).to(sigma_x.dtype)
-    kernel = kernel * ((x.abs() <= half) & (y.abs() <= half))
-    return kernel / kernel.sum(dim=(1, 2), keepdim=True)
+def _interpolate(x: Tensor, size: Tuple[int, int], mode: str) -> Tensor:
+    return F.interpolate(x, size=size, mode=mode, align_corners=None if mode == 'area' else False)
 
 
 class NegativeGenerator:
     """Make DCKD's negative inputs: the LQ batch followed by ``num_neg`` randomly degraded copies of it.
 
-    Defaults are the paper's best setting (noise only). Ranges are options too, for experiments.
+    Defaults are the paper's best setting (noise only); the ranges are options too, for experiments.
+
+    Args:
+        num_neg: Degraded copies (the negatives are these plus the LQ input). Default: 4.
+        gaussian_noise_prob: Probability that a copy gets Gaussian noise. Default: 1.
+        gray_noise_prob: Probability that a sample's noise is gray (the same on all channels). Default: 0.5.
+        gaussian_blur_prob: Probability that a copy is blurred. Default: 0.
+        resize_prob: Probability that a copy is resized and back. Default: 0.
+        noise_range: Noise sigma range on the 0..255 scale. Default: [1, 30].
+        blur_kernel_range: Odd kernel sizes, low and high. Default: [3, 11].
+        blur_sigma: Blur sigma range. Default: [0.1, 2].
+        resize_up_prob: Probability that a resize goes up. Default: 0.25.
+        resize_up_range: Upscaling factor range. Default: [1, 1.5].
+        resize_down_range: Downscaling factor range. Default: [0.5, 1].
     """
 
     def __init__(self, num_neg: int = 4, gaussian_noise_prob: float = 1.0, gray_noise_prob: float = 0.5,
                  gaussian_blur_prob: float = 0.0, resize_prob: float = 0.0, noise_range: Sequence[float] = (1, 30),
-                 blur_kernel_range: Sequence[int] = (3, MAX_KERNEL_SIZE), blur_sigma: Sequence[float] = (0.1, 2.0),
+                 blur_kernel_range: Sequence[int] = (3, 11), blur_sigma: Sequence[float] = (0.1, 2.0),
                  resize_up_prob: float = 0.25, resize_up_range: Sequence[float] = (1.0, 1.5),
                  resize_down_range: Sequence[float] = (0.5, 1.0)):
         if not isinstance(num_neg, int) or num_neg < 1:
@@ -80,7 +119,7 @@ class NegativeGenerator:
         self.num_neg = num_neg
         self.noise_prob, self.gray_prob = gaussian_noise_prob, gray_noise_prob
         self.blur_prob, self.resize_prob, self.resize_up_prob = gaussian_blur_prob, resize_prob, resize_up_prob
-        self.noise_range, self.blur_kernel_range, self.blur_sigma = noise_range, (low, high), blur_sigma
+        self.noise_range, self.blur_kernel_range, self.blur_sigma = list(noise_range), (low, high), blur_sigma
         self.resize_up_range, self.resize_down_range = resize_up_range, resize_down_range
 
     @classmethod
@@ -93,51 +132,49 @@ class NegativeGenerator:
         kwargs = {name: train_opt.get(name, opt.get(name)) for name in names}
         return cls(**{name: value for name, value in kwargs.items() if value is not None})
 
-    def blur(self, x: Tensor, generator: Generator = None) -> Tensor:
-        n = x.size(0)
+    def draw(self, lq: Tensor) -> List[CopyDraws]:
+        """The random choices of the ``num_neg`` copies of ``lq`` (B, C, H, W)."""
+
+        def uniform(low: float, high: float) -> float:
+            return torch.rand(()).item() * (high - low) + low
+
+        batch, channels, height, width = lq.shape
         low, high = self.blur_kernel_range
-        sizes = torch.randint(low // 2, high // 2 + 1, (n, ), generator=generator, device=_device(generator, x)) * 2 + 1
-        sigma_x = _uniform(n, *self.blur_sigma, generator, x)
-        sigma_y = _uniform(n, *self.blur_sigma, generator, x)
-        kernels = gaussian_kernels(sizes, sigma_x, sigma_y, max_size=high).to(x)
-        return filter2D(x, kernels)
+        draws = []
+        for _ in range(self.num_neg):
+            copy = CopyDraws()
+            if torch.rand(()).item() < self.blur_prob:
+                copy.blur_kernel = tuple(int(k) * 2 + 1 for k in torch.randint(low // 2, high // 2 + 1, (2, )))
+                copy.blur_sigma = (uniform(*self.blur_sigma), uniform(*self.blur_sigma))
+            if torch.rand(()).item() < self.resize_prob:
+                up = torch.rand(()).item() < self.resize_up_prob
+                scale = uniform(*(self.resize_up_range if up else self.resize_down_range))
+                copy.size = (max(1, int(height * scale)), max(1, int(width * scale)))
+                copy.resize_mode, copy.restore_mode = (RESIZE_MODES[int(m)] for m in torch.randint(3, (2, )))
+            if torch.rand(()).item() < self.noise_prob:
+                size = copy.size or (height, width)
+                # only the shape, dtype and device of the image are read
+                like = lq.new_empty((batch, channels) + size)
+                copy.noise = random_generate_gaussian_noise_pt(like, self.noise_range, self.gray_prob)
+            draws.append(copy)
+        return draws
 
-    def resize(self, x: Tensor, generator: Generator = None) -> Tensor:
-        n, _, height, width = x.shape
-        # Output sizes are needed on the host: without a generator, draw them from the CPU stream (no device sync).
-        like = x if generator is not None else x.new_empty(0, device='cpu')
-        up = _chosen(n, self.resize_up_prob, generator, like)
-        scale = torch.where(up, _uniform(n, *self.resize_up_range, generator, like),
-                            _uniform(n, *self.resize_down_range, generator, like))
-        modes = torch.randint(len(RESIZE_MODES), (n, ), generator=generator, device=_device(generator, like))
-        outputs = []
-        for sample, s, m in zip(x, scale.tolist(), modes.tolist()):
-            mode = RESIZE_MODES[m]
-            size = (max(1, round(height * s)), max(1, round(width * s)))
-            align = {} if mode == 'area' else {'align_corners': False}
-            small = F.interpolate(sample[None], size=size, mode=mode, **align)
-            outputs.append(F.interpolate(small, size=(height, width), mode=mode, **align))
-        return torch.cat(outputs).clamp_(0, 1)
+    def apply(self, lq: Tensor, draws: Sequence[CopyDraws]) -> Tensor:
+        """``[lq, copy_1, ..., copy_N]`` concatenated along the batch, copy ``j`` degraded as ``draws[j - 1]`` says."""
+        copies = [lq]
+        for copy in draws:
+            x = lq
+            if copy.blur_kernel is not None:
+                x = gaussian_blur(x, copy.blur_kernel, copy.blur_sigma)
+            if copy.size is not None:
+                x = _interpolate(x, copy.size, copy.resize_mode)
+            if copy.noise is not None:  # random_add_gaussian_noise_pt(clip=True, rounds=False) with the drawn noise
+                x = torch.clamp(x + copy.noise.to(x), 0, 1)
+            if copy.size is not None:
+                x = _interpolate(x, lq.shape[-2:], copy.restore_mode)
+            copies.append(x)
+        return torch.cat(copies)
 
-    def noise(self, x: Tensor, generator: Generator = None) -> Tensor:
-        n, _, height, width = x.shape
-        device = _device(generator, x)
-        sigma = _uniform(n, *self.noise_range, generator, x).view(n, 1, 1, 1).to(x) / 255.
-        gray = _chosen(n, self.gray_prob, generator, x).view(n, 1, 1, 1)
-        color_noise = torch.randn(x.shape, generator=generator, device=device).to(x)
-        gray_noise = torch.randn((n, 1, height, width), generator=generator, device=device).to(x)
-        return (x + torch.where(gray, gray_noise, color_noise) * sigma).clamp_(0, 1)
-
-    def degrade(self, x: Tensor, generator: Generator = None) -> Tensor:
-        """One random degradation per sample of ``x`` (each op applied with its own probability)."""
-        n = x.size(0)
-        for prob, op in ((self.blur_prob, self.blur), (self.resize_prob, self.resize), (self.noise_prob, self.noise)):
-            if prob > 0:
-                chosen = _chosen(n, prob, generator, x).view(n, 1, 1, 1)
-                x = torch.where(chosen, op(x, generator), x)
-        return x
-
-    def __call__(self, lq: Tensor, generator: Generator = None) -> Tensor:
+    def __call__(self, lq: Tensor) -> Tensor:
         """(num_neg + 1) * B inputs, negative-major: ``[lq, degraded_1, ..., degraded_num_neg]``."""
-        repeated = lq.repeat(self.num_neg, 1, 1, 1)
-        return torch.cat([lq, self.degrade(repeated, generator)])
+        return self.apply(lq, self.draw(lq))

@@ -5,6 +5,13 @@ A frozen copy of the student whose weights trail the student's: every ``s`` iter
 ``theta_src`` the EMA student (the student itself when EMA is off). The interval ``s`` is ``step[(iter - 1) // span]``
 with ``span = 100000`` iterations (``step: [1000, 2000, 3000]`` in the authors' options); unlike the authors' code,
 the index is clamped to the last entry, so training past ``len(step) * span`` iterations keeps the last interval.
+The update runs after the optimizer step and the EMA update, as in the authors' code.
+
+The authors average ``named_parameters`` only (and start the history model as a fresh network given the EMA's
+parameters); here floating-point buffers are averaged too and integer buffers copied. For the students of this
+package (SwinIR, RCAN, NAFNet, Restormer) the buffers are constants equal in both networks, so the two agree; for a
+student with running statistics (batch norm) the history model's statistics trail the source's instead of staying at
+their initial values.
 """
 from typing import Sequence
 

@@ -102,7 +102,9 @@ def test_streamed_encoder_path_equals_a_per_sample_reference(tmp_path, files, pe
     assert terms['l_dcl'].item() == pytest.approx(dcl.item(), rel=1e-5)
     assert terms['l_dmm'].item() == pytest.approx(dmm.item(), rel=1e-5)
     assert model.output.grad.abs().max() > 0
-    assert torch.allclose(model.output.grad, reference_input.grad, atol=1e-5 * reference_input.grad.abs().max())
+    # Both float32 results lie about 1.4e-5 of the largest entry from a float64 reference (measured with the Eq. 5 tap
+    # before the attention block; 1e-5 sufficed when it was after it), so allow 3e-5.
+    assert torch.allclose(model.output.grad, reference_input.grad, atol=3e-5 * reference_input.grad.abs().max())
 
 
 @pytest.mark.parametrize('d_func', ['L1', 'L2'])

@@ -6,9 +6,10 @@ taming-transformers' ``VQModel`` (``encoder.down.{i}.block.{j}.conv1``, ``quant_
 
 Two uses, both in one pass (:meth:`VQGANEncoder.encode`):
 
-* multi-level features for the dynamic contrastive loss (Eq. 5): the activation recorded after the first residual
-  block of every resolution level (with that block's attention, where the level has one), i.e. channels
-  128/128/256/256/512 at strides 1/2/4/8/16 for the ImageNet f16 model;
+* multi-level features for the dynamic contrastive loss (Eq. 5): the output of the first residual block of every
+  resolution level, i.e. channels 128/128/256/256/512 at strides 1/2/4/8/16 for the ImageNet f16 model. As in the
+  authors' feature pass, the tap is taken before that level's attention block (the f16 model has one at the deepest
+  level only), and a pass that only needs taps stops right after the deepest tapped block;
 * per-pixel code distributions for the distribution mapping loss (Eq. 8): ``softmax(-||z - e_k||^2 / T)`` over the
   codebook vectors ``e_k`` for every latent pixel ``z`` of ``quant_conv(encoder(x))``.
 
@@ -22,6 +23,7 @@ the first level. With frozen weights the blocks store only each GroupNorm's inpu
 (:class:`_NormSwish` recomputes the normalisation in the backward pass, :class:`_FrozenConv2d` needs only its weight
 for the input gradient): the same values and gradients with about a third of the activation memory.
 """
+import inspect
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -35,6 +37,9 @@ from dckd_basicsr.errors import OptionError
 DEFAULT_DDCONFIG = dict(
     double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 1, 2, 2, 4],
     num_res_blocks=2, attn_resolutions=[16], dropout=0.0)
+# ddconfig keys taming's Encoder/Decoder take that this encoder does not read: accepted, with the only value
+# this encoder can honour where it builds something (None: any value, the key only concerns the decoder).
+UNUSED_DDCONFIG = {'out_ch': None, 'give_pre_end': None, 'resamp_with_conv': True}
 
 
 TapCallback = Callable[[int, Tensor], None]
@@ -170,7 +175,7 @@ class Encoder(nn.Module):
 
     def __init__(self, ch: int = 128, ch_mult: Sequence[int] = (1, 1, 2, 2, 4), num_res_blocks: int = 2,
                  attn_resolutions: Sequence[int] = (16, ), dropout: float = 0.0, in_channels: int = 3,
-                 resolution: int = 256, z_channels: int = 256, double_z: bool = False, **ignored):
+                 resolution: int = 256, z_channels: int = 256, double_z: bool = False):
         super().__init__()
         self.num_levels = len(ch_mult)
         self.num_res_blocks = num_res_blocks
@@ -200,7 +205,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, taps: Sequence[int] = (), full_rows: Optional[int] = None,
                 on_tap: Optional[TapCallback] = None) -> Tuple[List, Tensor]:
-        """Run the encoder, recording the first block's output of every level in ``taps``.
+        """Run the encoder, recording the first block's output (before attention) of every level in ``taps``.
 
         After the last tap only the first ``full_rows`` samples continue (all when None); with ``full_rows=0`` the
         pass stops there and the returned output is None. With ``on_tap``, each tap is handed to
@@ -213,9 +218,7 @@ class Encoder(nn.Module):
         for level, stage in enumerate(self.down):
             for index, block in enumerate(stage.block):
                 h = block(h)
-                if len(stage.attn) > 0:
-                    h = stage.attn[index](h)
-                if index == 0 and level in taps:
+                if index == 0 and level in taps:  # the authors' tap: the block output, before the level's attention
                     if on_tap is None:
                         features.append(h)
                     else:
@@ -225,6 +228,8 @@ class Encoder(nn.Module):
                             return features, None
                         if full_rows is not None:
                             h = h[:full_rows]
+                if len(stage.attn) > 0:
+                    h = stage.attn[index](h)
             if level != self.num_levels - 1:
                 h = stage.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
@@ -247,8 +252,9 @@ class VQGANEncoder(nn.Module):
         embed_dim: Dimension of the codebook vectors (taming's ``embed_dim``). Default: 256.
         n_embed: Number of codebook vectors (taming's ``n_embed``). Default: 1024.
         ddconfig: taming's encoder config (``ch``, ``ch_mult``, ``num_res_blocks``, ``attn_resolutions``, ``dropout``,
-            ``in_channels``, ``resolution``, ``z_channels``, ``double_z``; decoder-only keys are ignored).
-            Default: the ImageNet f16 model.
+            ``in_channels``, ``resolution``, ``z_channels``, ``double_z``). taming's keys for the decoder side are
+            accepted and ignored (``out_ch``, ``give_pre_end``), ``resamp_with_conv`` must be true; any other key is
+            an error. Default: the ImageNet f16 model.
         input_range: Range the images are mapped to before encoding. The authors feed the [0, 1] images unchanged
             (default, ``[0, 1]``); taming was trained on ``[-1, 1]``, which ``[-1, 1]`` selects.
         temperature: T in ``softmax(-||z - e_k||^2 / T)`` (Eq. 8 uses 1). Default: 1.
@@ -257,9 +263,19 @@ class VQGANEncoder(nn.Module):
 
     def __init__(self, embed_dim: int = 256, n_embed: int = 1024, ddconfig: Optional[dict] = None,
                  input_range: Sequence[float] = (0, 1), temperature: float = 1.0,
-                 feature_levels: Optional[Sequence[int]] = None, **ignored):
+                 feature_levels: Optional[Sequence[int]] = None):
         super().__init__()
         config = dict(DEFAULT_DDCONFIG, **(ddconfig or {}))
+        for key, honoured in UNUSED_DDCONFIG.items():
+            value = config.pop(key, honoured)
+            if honoured is not None and value != honoured:
+                raise OptionError(f'network_vqgan.ddconfig.{key}: {value}; this encoder supports only {honoured} '
+                                  "(taming's f16 models use it).")
+        accepted = inspect.signature(Encoder).parameters
+        unknown = sorted(set(config) - set(accepted))
+        if unknown:
+            raise OptionError(f'network_vqgan.ddconfig.{unknown[0]}: unknown key; taming\'s ddconfig keys are '
+                              f'{", ".join(sorted([*accepted, *UNUSED_DDCONFIG]))}.')
         self.encoder = Encoder(**config)
         self.quant_conv = nn.Conv2d(config['z_channels'], embed_dim, 1)
         self.quantize = Codebook(n_embed, embed_dim)

@@ -97,7 +97,7 @@ class DynamicContrastiveLoss(nn.Module):
     """
 
     def __init__(self, loss_weight: float = 1.0, weights: Optional[Sequence[float]] = None, d_func: str = 'L1',
-                 eps: float = 1e-7, **ignored):
+                 eps: float = 1e-7):
         super().__init__()
         self.loss_weight = loss_weight
         self.weights = [float(w) for w in (DEFAULT_LEVEL_WEIGHTS if weights is None else weights)]

@@ -8,6 +8,8 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from dckd_basicsr.errors import OptionError
+
 
 @LOSS_REGISTRY.register()
 class DistributionMappingLoss(nn.Module):
@@ -15,10 +17,14 @@ class DistributionMappingLoss(nn.Module):
 
     Args:
         loss_weight: lambda_ce of Eq. 10. Default: 1.
+        reduction: ``mean`` over latent pixels, the only one supported (the authors' ``CELoss`` option files give it).
     """
 
-    def __init__(self, loss_weight: float = 1.0, **ignored):
+    def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean'):
         super().__init__()
+        if reduction != 'mean':
+            raise OptionError(f'train.ce_opt.reduction: {reduction!r}; the distribution mapping losses support only '
+                              "'mean' (over latent pixels, as the authors' runs use).")
         self.loss_weight = loss_weight
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -37,6 +43,7 @@ class CELoss(DistributionMappingLoss):
 
     Args:
         loss_weight: lambda_ce of Eq. 10. Default: 1.
+        reduction: ``mean`` only (the authors' files give ``reduction: mean``).
     """
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
