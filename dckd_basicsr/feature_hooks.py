@@ -1,39 +1,67 @@
-"""Structure-agnostic feature taps for feature-level KD (FAKD): forward hooks on modules named in the options.
+"""Structure-agnostic feature taps for feature-level KD (FAKD): hooks on modules named in the options.
 
-A :class:`FeatureRecorder` hooks the modules of a network by their ``named_modules()`` names (``body.3`` is the
-fourth residual group of BasicSR's RCAN, ``layers.2`` the third RSTB of SwinIR) and keeps what they return during
-the forward passes it is enabled for. Token outputs ``(B, H*W, C)`` of transformer stages (SwinIR's RSTB returns
-tokens and takes the spatial size as its second input) are turned back into ``(B, C, H, W)`` maps.
+A :class:`FeatureRecorder` hooks the modules of a network by their ``named_modules()`` names and keeps, during the
+forward passes it is enabled for, what they return (``body.2``: the output of the third residual group of
+BasicSR's RCAN; ``layers.0``: of SwinIR's first RSTB) or, with the suffix ``:input``, what they receive
+(``upsample:input``: the map RCAN's upsampler gets). Token outputs ``(B, H*W, C)`` of transformer stages (SwinIR's
+RSTB returns tokens and takes the spatial size as its second input) are turned back into ``(B, C, H, W)`` maps.
 
-Defaults (:func:`default_feature_layers`), so that option files name nothing by hand: the output of every residual
-group of ``RCAN`` (``body.0`` ... ``body.{num_group - 1}``) and of every RSTB of ``SwinIR``
-(``layers.0`` ... ``layers.{len(depths) - 1}``). Student layer ``i`` of ``Gs`` is paired with teacher layer
-``ceil((i + 1) * Gt / Gs) - 1`` of ``Gt`` (:func:`pair_layers`): the teacher layer at the same relative depth, so
-the last student layer always meets the last teacher layer; with as many layers on both sides the pairing is the
-identity (RCAN 10 groups -> 10 groups), and SwinIR 4 RSTB -> 6 RSTB pairs ``layers.0-3`` with ``layers.1, 2, 4, 5``.
+Default taps (:func:`default_feature_layers`), the FAKD authors' for RCAN: their official code
+(Vincent-Hoo/Knowledge-Distillation-for-Super-resolution, ``code/models/rcan.py`` forward, ``--features [1,2,3]``
+in ``code/option.py`` and every ``code/scripts/train_rcan_SA_x*.sh``) distils three maps of the 10-group RCAN:
+the outputs of residual groups 3 and 7 (0-based 2 and 6, skip connection included), and the end of the deep
+feature extraction, i.e. the last body conv plus the long skip, the map the upsampler receives (their list
+holds the ``body_tail`` output, which the in-place ``res += x`` that follows turns into that sum). Student and
+teacher both have 10 groups (6 vs 20 blocks each), so the same positions are paired.
+
+The rule behind them, applied to any number ``G`` of stages of each network on its own: the stages ending at
+relative depths 0.3 and 0.7 of the body (stage ``max(1, round(f * G))``, 1-based) and the body's end. RCAN
+(10 groups): ``body.2``, ``body.6``, ``upsample:input``. SwinIR, by the same principle: its RSTBs are the stages
+and the body's end is ``conv_after_body`` plus the long skip, the input of ``conv_before_upsample``
+(``pixelshuffle``, ``nearest+conv``), of ``upsample`` (``pixelshuffledirect``) or of ``conv_last`` (no upsampler);
+the DCKD student (4 RSTB) gets ``layers.0`` (1.2 -> 1), ``layers.2`` (2.8 -> 3) and the body's end, the teacher
+(6 RSTB) ``layers.1`` (1.8 -> 2), ``layers.3`` (4.2 -> 4) and its body's end: relative depths 0.25/0.75 against
+0.33/0.67, the closest stage boundaries to the authors' 0.3/0.7. Pairs are taken in list order.
 """
 import contextlib
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+import math
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
 from dckd_basicsr.errors import OptionError
 
+# Relative depths of the stages FAKD taps by default: after groups 3 and 7 of RCAN's 10 (the authors' --features).
+FAKD_DEPTHS = (0.3, 0.7)
+INPUT_SUFFIX = ':input'
+SWINIR_BODY_END = {'pixelshuffle': 'conv_before_upsample', 'nearest+conv': 'conv_before_upsample',
+                   'pixelshuffledirect': 'upsample'}
+
+
+def stage_at(fraction: float, num_stages: int) -> int:
+    """0-based index of the stage ending nearest to ``fraction`` of ``num_stages`` (at least the first)."""
+    return max(1, math.floor(fraction * num_stages + 0.5)) - 1
+
 
 def default_feature_layers(net_opt: Dict[str, Any]) -> Optional[List[str]]:
-    """The module names FAKD taps by default for a network option block, or None for an unknown architecture."""
+    """The taps FAKD uses by default for a network option block (see the module docstring), or None for an unknown
+    architecture: the stages at :data:`FAKD_DEPTHS`, then the end of the body."""
     arch = net_opt.get('type')
     if arch == 'RCAN':
-        return [f'body.{i}' for i in range(int(net_opt.get('num_group', 10)))]
+        num_group = int(net_opt.get('num_group', 10))
+        return [f'body.{stage_at(f, num_group)}' for f in FAKD_DEPTHS] + [f'upsample{INPUT_SUFFIX}']
     if arch == 'SwinIR':
-        return [f'layers.{i}' for i in range(len(net_opt.get('depths', [6, 6, 6, 6])))]
+        num_stages = len(net_opt.get('depths', [6, 6, 6, 6]))
+        end = SWINIR_BODY_END.get(net_opt.get('upsampler', ''), 'conv_last')
+        return [f'layers.{stage_at(f, num_stages)}' for f in FAKD_DEPTHS] + [f'{end}{INPUT_SUFFIX}']
     return None
 
 
-def pair_layers(num_student: int, teacher_layers: Sequence[str]) -> List[str]:
-    """Teacher layer for each of ``num_student`` student layers: index ``ceil((i + 1) * Gt / Gs) - 1``."""
-    num_teacher = len(teacher_layers)
-    return [teacher_layers[-(-(i + 1) * num_teacher // num_student) - 1] for i in range(num_student)]
+def split_tap(layer: str) -> Tuple[str, bool]:
+    """``'upsample:input'`` -> ``('upsample', True)``; ``'body.2'`` -> ``('body.2', False)``."""
+    if layer.endswith(INPUT_SUFFIX):
+        return layer[:-len(INPUT_SUFFIX)], True
+    return layer, False
 
 
 def _as_map(output: Any, inputs: tuple) -> Tensor:
@@ -50,32 +78,51 @@ def _as_map(output: Any, inputs: tuple) -> Tensor:
 
 
 class FeatureRecorder:
-    """Keep the outputs of the named modules of ``net`` while :attr:`enabled` (see the module docstring).
+    """Keep the outputs (or, for ``name:input`` taps, the first inputs) of the named modules of ``net`` while
+    :attr:`enabled` (see the module docstring).
 
     With ``only_in_training``, passes in eval mode (validation of a student without EMA) are not recorded.
-    ``records[name]`` lists one map per recorded forward pass, oldest first; :meth:`clear` empties it. The hooks keep
-    the autograd graph (the student's loss must reach its features); a network run under ``torch.no_grad()`` (the
-    teacher) gives maps without one.
+    ``records[tap]`` lists one map per recorded forward pass, oldest first; :meth:`clear` empties it. A tap listed
+    twice (tiny networks where two depths round to one stage) is hooked once. The hooks keep the autograd graph
+    (the student's loss must reach its features); a network run under ``torch.no_grad()`` (the teacher) gives maps
+    without one.
     """
 
     def __init__(self, net: nn.Module, layers: Sequence[str], option: str, only_in_training: bool = False):
         modules = dict(net.named_modules())
-        unknown = [name for name in layers if name not in modules]
+        unknown = [name for name in layers if split_tap(name)[0] not in modules]
         if unknown:
             names = [name for name in modules if name and name.count('.') <= 1][:12]
             raise OptionError(f'{option}: no module named {", ".join(unknown)} in {type(net).__name__}; module '
-                              f'names look like {", ".join(names)}, ...')
+                              f'names look like {", ".join(names)}, ... (append {INPUT_SUFFIX} to record what a '
+                              'module receives instead of what it returns)')
         self.layers = list(layers)
         self.enabled = True
         self.only_in_training = only_in_training
         self.records: Dict[str, List[Tensor]] = {name: [] for name in self.layers}
-        self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in self.layers]
+        self.handles = []
+        for tap in self.records:
+            name, is_input = split_tap(tap)
+            if is_input:
+                self.handles.append(modules[name].register_forward_pre_hook(self._pre_hook(tap)))
+            else:
+                self.handles.append(modules[name].register_forward_hook(self._hook(tap)))
 
-    def _hook(self, name: str):
+    def _record(self, tap: str, module: nn.Module, value: Any, inputs: tuple) -> None:
+        if self.enabled and (module.training or not self.only_in_training):
+            self.records[tap].append(_as_map(value, inputs))
+
+    def _hook(self, tap: str):
 
         def hook(module, inputs, output):
-            if self.enabled and (module.training or not self.only_in_training):
-                self.records[name].append(_as_map(output, inputs))
+            self._record(tap, module, output, inputs)
+
+        return hook
+
+    def _pre_hook(self, tap: str):
+
+        def hook(module, inputs):
+            self._record(tap, module, inputs[0], inputs)
 
         return hook
 

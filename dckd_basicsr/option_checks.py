@@ -61,6 +61,10 @@ def accepted_keys(cls: type) -> Optional[List[str]]:
     return None
 
 
+# Keys of a loss block that the model reads itself and removes before building the loss.
+MODEL_READ_KEYS = {'train.fakd_opt': ('student_layers', 'teacher_layers')}
+
+
 def check_option_keys(opt: Dict[str, Any]) -> None:
     """Every key of a ``network_*`` or ``train.*_opt`` block must be an argument of its ``type``, so a misspelt key
     (``weigths``) or one the type does not have (``reduction`` in ``cl_opt``) is an error naming the key and the
@@ -74,7 +78,7 @@ def check_option_keys(opt: Dict[str, Any]) -> None:
         if not isinstance(block, dict) or block.get('type') not in registry:
             continue
         accepted = accepted_keys(registry.get(block['type']))
-        unknown = sorted(set(block) - {'type'} - set(accepted or ()))
+        unknown = sorted(set(block) - {'type', *MODEL_READ_KEYS.get(where, ())} - set(accepted or ()))
         if accepted is not None and unknown:
             raise OptionError(f"{where}.{unknown[0]}: {block['type']} has no option {unknown[0]!r}; it accepts "
                               f"{', '.join(accepted)}.")

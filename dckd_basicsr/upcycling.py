@@ -1,10 +1,11 @@
 """DUKD's data upcycling (Zhang et al., "Data Upcycling Knowledge Distillation for Image Super-Resolution", 2023).
 
-Two new student inputs per training sample, made from the pair (LQ ``x``, GT ``y``) the loader gives, on which the
-frozen teacher's output is the label:
+Two new student inputs per training batch, made from the pairs (LQ ``x``, GT ``y``) the loader gives, on which the
+frozen teacher's output is the label (:class:`dckd_basicsr.models.dukd_model.DUKDModel` uses them):
 
-* zoom-in (:func:`zoom_in_crops`): an LQ-sized crop of the GT patch, at a random position per sample; the teacher
-  restores it to a patch ``scale`` times larger, of detail finer than any GT;
+* zoom-in (:func:`zoom_in_tiles`): LQ-sized tiles of the GT patch. The GT patch is ``scale x scale`` LQ-sized tiles
+  on a grid; ``n`` grid positions, drawn once for the whole batch (:func:`random_grid_positions`), are cut from
+  every sample. The teacher restores them to patches ``scale`` times larger, of detail finer than any GT;
 * zoom-out (:func:`matlab_bicubic_downscale`): the LQ input downscaled by ``1 / scale`` with MATLAB's bicubic
   ``imresize`` (anti-aliased), as the LQ of the training data was made from the GT.
 
@@ -15,7 +16,7 @@ and on the tensors' device. :func:`padded_forward` runs a network on inputs whos
 """
 import functools
 import math
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from basicsr.utils.matlab_functions import calculate_weights_indices
@@ -49,14 +50,21 @@ def matlab_bicubic_downscale(x: Tensor, scale: int) -> Tensor:
     return rows @ x @ cols.t()
 
 
-def zoom_in_crops(gt: Tensor, size: tuple, generator: Optional[torch.Generator] = None) -> Tensor:
-    """One ``size`` (h, w) crop of each GT sample, at a uniformly random position per sample."""
-    batch, _, height, width = gt.shape
-    h, w = size
-    device = gt.device if generator is None else generator.device
-    tops = torch.randint(height - h + 1, (batch, ), generator=generator, device=device).tolist()
-    lefts = torch.randint(width - w + 1, (batch, ), generator=generator, device=device).tolist()
-    return torch.stack([sample[:, t:t + h, l:l + w] for sample, t, l in zip(gt, tops, lefts)])
+def random_grid_positions(scale: int, count: int, generator: Optional[torch.Generator] = None) -> List[Tuple[int, int]]:
+    """``count`` distinct (row, column) cells of the ``scale x scale`` grid, in random order (one permutation)."""
+    if not 1 <= count <= scale * scale:
+        raise ValueError(f'{count} zoom-in tiles asked for, but a x{scale} GT patch holds 1 to {scale * scale}.')
+    order = torch.randperm(scale * scale, generator=generator)[:count].tolist()
+    return [divmod(cell, scale) for cell in order]
+
+
+def zoom_in_tiles(gt: Tensor, tile_size: Tuple[int, int], positions: Sequence[Tuple[int, int]]) -> Tensor:
+    """The GT tiles of ``tile_size`` (h, w) at grid cells ``positions``, batched tile-major: ``(len(positions) * B,
+    C, h, w)``, the B samples' first tile, then their second, ..."""
+    h, w = tile_size
+    if any(not (0 <= i and (i + 1) * h <= gt.size(-2) and 0 <= j and (j + 1) * w <= gt.size(-1)) for i, j in positions):
+        raise ValueError(f'grid cells {list(positions)} of {h}x{w} tiles do not fit a {gt.size(-2)}x{gt.size(-1)} GT.')
+    return torch.cat([gt[..., i * h:(i + 1) * h, j * w:(j + 1) * w] for i, j in positions])
 
 
 def padded_forward(net: nn.Module, x: Tensor, multiple: int) -> Tensor:

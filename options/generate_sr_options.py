@@ -42,7 +42,8 @@ NETWORKS['RCAN']['teacher'] = dict(NETWORKS['RCAN']['student'], num_block=20)
 # SwinIR-M (patch 48, window 8) that the DCKD authors distil from (their README; Table 2's teacher row).
 TEACHER_FILES = {'SwinIR': 'experiments/pretrained_models/SwinIR/001_classicalSR_DIV2K_s48w8_SwinIR-M_x{s}.pth',
                  'RCAN': 'experiments/pretrained_models/RCAN/RCAN_BIX{s}.pt'}
-MODEL_TYPES = {'DCKD': 'DCKDModel', 'DCKDstar': 'DCKDModel', 'DCKDEq9': 'DCKDModel'}  # the others: KDModel
+MODEL_TYPES = {'DUKD': 'DUKDModel', 'DCKD': 'DCKDModel', 'DCKDstar': 'DCKDModel',
+               'DCKDEq9': 'DCKDModel'}  # the others: KDModel
 SCRATCH_MODEL = {'SwinIR': 'SwinIRModel', 'RCAN': 'SRModel'}  # SwinIRModel pads validation inputs to the window
 
 L1 = dict(type='L1Loss', loss_weight=1.0, reduction='mean')
@@ -53,7 +54,10 @@ VQGAN_PATH = 'experiments/pretrained_models/VQGAN/vqgan_imagenet_f16_1024/checkp
 
 TEACHER_KEYS = {'network_t': None, 'path.pretrain_network_t': None, 'path.param_key_t': 'params',
                 'path.strict_load_t': True}
-DUKD_KEYS = {'train.lcr_opt': L1, 'train.noisy': {'prob': 0.5}, 'train.zoom_in_opt': L1, 'train.zoom_out_opt': L1}
+# DUKD as the DUKD authors' files (their repository's options/{Swinir,RCAN}/dukd_*.yml) train it: what all of them
+# share here, then each file's own values (SETTING_KEYS).
+DUKD_KEYS = {'train.scheduler': dict(type='MultiStepLR', milestones=[100000, 200000], gamma=0.1),
+             'train.dukd_opt': {'n_gt_sub': [1], 'zoom_out': False}}
 # The DCKD authors' label-consistency term (their only released file has it): what DCKD* adds to DCKD.
 LCR_KEYS = {'train.lcr_opt': L1, 'train.noisy': {'prob': 0.5}}
 DCKD_KEYS = {
@@ -68,20 +72,36 @@ DCKD_KEYS = {
 METHOD_KEYS: Dict[str, Dict[str, Any]] = {
     'Scratch': {},
     'Logits': dict(TEACHER_KEYS, **{'train.logits_opt': L1}),
-    'FAKD': dict(TEACHER_KEYS, **{'train.logits_opt': L1, 'train.fakd_opt': dict(type='FAKDLoss', loss_weight=1.0)}),
+    # the FAKD authors' alpha 0.5 between the GT and teacher L1 terms, and their weight 10 on images in [0, 255]
+    'FAKD': dict(TEACHER_KEYS, **{'train.pixel_opt': dict(L1, loss_weight=0.5),
+                                  'train.logits_opt': dict(L1, loss_weight=0.5),
+                                  'train.fakd_opt': dict(type='FAKDLoss', loss_weight=10 / 255)}),
     'DUKD': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **DUKD_KEYS),
     'DCKD': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **DCKD_KEYS),
     'DCKDstar': dict(TEACHER_KEYS, **{'train.logits_opt': L1}, **LCR_KEYS, **DCKD_KEYS),
     'DCKDEq9': dict(TEACHER_KEYS, **{'train.logits_opt': L1},
                     **dict(DCKD_KEYS, **{'train.ce_opt': dict(type='DistributionMappingLoss', loss_weight=0.001)})),
 }
+# What one row's file takes for one backbone and scale only, on top of METHOD_KEYS: (method, backbone, scale) -> keys.
+SETTING_KEYS: Dict[Tuple[str, str, int], Dict[str, Any]] = {
+    # DUKD, per their file: pixel_opt weight, noisy.prob (RCAN x2's file has no `noisy`: no label consistency;
+    # RCAN x4's has prob 0), dukd_opt.zoom_out (RCAN x3 only)
+    **{('DUKD', 'SwinIR', s): {'train.pixel_opt': dict(L1, loss_weight=5.0), 'train.noisy': {'prob': 0.3}}
+       for s in SCALES},
+    ('DUKD', 'RCAN', 2): {},
+    ('DUKD', 'RCAN', 3): {'train.pixel_opt': dict(L1, loss_weight=2.0), 'train.noisy': {'prob': 0.3},
+                          'train.dukd_opt.zoom_out': True},
+    ('DUKD', 'RCAN', 4): {'train.noisy': {'prob': 0.0}},
+}
 DESCRIPTIONS = {
     'Scratch': 'the student trained alone: L1 reconstruction only (Table 2 "Scratch").',
     'Logits': 'output KD: L1 rec + L1 between student and teacher outputs (Table 2 "Logits").',
-    'FAKD': 'FAKD (He et al., ICIP 2020): rec + logits KD + spatial-affinity L1 on the outputs of every student\n'
-            '# group/RSTB, paired with the teacher group at the same relative depth (Table 2 "FAKD").',
-    'DUKD': 'DUKD (Zhang et al., 2023): rec + logits KD + label-consistency (lcr_opt) + zoom-in and zoom-out data\n'
-            '# upcycling, the teacher labelling the upcycled inputs.',
+    'FAKD': 'FAKD (He et al., ICIP 2020) as the authors\' code trains it (Table 2 "FAKD"): 0.5 * rec\n'
+            '# + 0.5 * logits KD + 10/255 * the sum of spatial-affinity L1 over three taps: RCAN groups 3 and 7 and\n'
+            '# the body end, SwinIR the RSTBs at the same relative depths and the body end (their 10, on [0, 255]).',
+    'DUKD': "DUKD (Zhang et al., 2023) as the DUKD authors' code and files train it (Table 2 \"DUKD\"): step 1 on\n"
+            '# rec + logits KD, then a second optimizer step on the upcycled inputs labelled by the teacher (zoom-in\n'
+            '# GT tiles with label consistency, zoom-out LQ); see dckd_basicsr/models/dukd_model.py.',
     'DCKD': "DCKD as the authors' code runs it: rec + logits KD + 0.1 * DCR (Eq. 5) + 0.001 * DMM with their\n"
             '# CELoss (Table 2 "DCKD").',
     'DCKDstar': "DCKD* = DCKD + the authors' label-consistency term (lcr_opt, noisy.prob 0.5), as in their released\n"
@@ -99,14 +119,21 @@ COMMENTS = {
     'train.scheduler': "one milestone at the end as in the authors' files: no decay (paper text: /10 every 1e5)",
     'train.pixel_opt': 'L_rec: student vs GT',
     'train.logits_opt': 'L_kd: student vs teacher output (kd_opt is an alias)',
-    'train.fakd_opt': 'FAKD: affinity L1 on every RCAN residual group / SwinIR RSTB output (feature_hooks.py)',
+    'train.fakd_opt': 'FAKD: 10/255 * sum of affinity L1 at the default taps (feature_hooks.py, fakd_loss.py)',
     'train.lcr_opt': "DCKD authors' label consistency: teacher on inverted/flipped/transposed LQ, mapped back",
-    'train.zoom_in_opt': 'DUKD zoom-in: the student matches the teacher on LQ-sized crops of the GT patch',
-    'train.zoom_out_opt': 'DUKD zoom-out: the student matches the teacher on the LQ downscaled by MATLAB bicubic',
     'train.cl_opt': 'DCR (Eq. 5), lambda_dcl = 0.1',
     'train.ce_opt': "DMM, lambda_ce = 0.001; CELoss is the authors' code, DistributionMappingLoss Eq. 9 (README)",
     'train.num_neg': 'negatives: the LQ input + num_neg degraded copies, restored by the history model',
     'train.update_decay': 'theta_his = decay * theta_his + (1 - decay) * theta_ema every step[(iter - 1) // 1e5]',
+}
+# Per-method replacements of COMMENTS.
+METHOD_COMMENTS = {
+    'DUKD': {'train.scheduler': "DUKD's files: lr / 10 at 100k and 200k iterations",
+             'train.logits_opt': 'L_kd: student vs teacher output; also weighs the zoom-in and zoom-out terms',
+             'train.pixel_opt': 'L_rec: student vs GT; also the zoomed-out student vs the LQ (dukd_opt.zoom_out)',
+             'train.noisy': 'zoom-in label consistency: per tile and op with prob, the student input is '
+                            'transformed',
+             'train.dukd_opt': 'zoom-in: n_gt_sub LQ-sized GT tiles per sample; zoom_out: the LQ downscaled 1/scale'},
 }
 HEADER = '# Generated by options/generate_sr_options.py from one table of differences; edit that script, not this file.'
 
@@ -173,6 +200,8 @@ def method_options(backbone: str, scale: int, method: str) -> Dict[str, Any]:
                'path.pretrain_network_t': TEACHER_FILES[backbone].format(s=scale)}
     for key, value in METHOD_KEYS[method].items():
         _set(opt, key, teacher.get(key, value))
+    for key, value in SETTING_KEYS.get((method, backbone, scale), {}).items():
+        _set(opt, key, value)
     # keep the option file's reading order: networks before path, train blocks in the order of Eq. 10
     order = ['name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_t',
              'network_his', 'network_vqgan', 'path', 'train', 'val', 'logger', 'dist_params']
@@ -205,8 +234,8 @@ _Dumper.add_representer(list, _represent_list)
 _Dumper.add_representer(type(None), lambda dumper, _: dumper.represent_scalar('tag:yaml.org,2002:null', '~'))
 
 
-def render(opt: Dict[str, Any], comment: List[str]) -> str:
-    """YAML text: the comment, then top-level blocks separated by blank lines."""
+def render(opt: Dict[str, Any], comment: List[str], notes: Dict[str, str] = COMMENTS) -> str:
+    """YAML text: the comment, then top-level blocks separated by blank lines, ``notes`` above their keys."""
     body = yaml.dump(opt, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=118)
     lines, section = [], ''
     for line in body.splitlines():
@@ -215,9 +244,9 @@ def render(opt: Dict[str, Any], comment: List[str]) -> str:
             section = key
             if lines and key in ('datasets', 'network_g', 'path', 'train', 'val', 'logger'):
                 lines.append('')
-            note = COMMENTS.get(key)
+            note = notes.get(key)
         else:
-            note = COMMENTS.get(f'{section}.{key}') if line.startswith('  ') and line[2] != ' ' else None
+            note = notes.get(f'{section}.{key}') if line.startswith('  ') and line[2] != ' ' else None
         if note:
             lines.append(line[:len(line) - len(line.lstrip())] + f'# {note}')
         lines.append(line)
@@ -234,7 +263,8 @@ def all_files() -> List[Tuple[str, str]]:
                 train_comment = [HEADER, f'# {backbone} x{scale}, {DESCRIPTIONS[method]}',
                                  f'#   python -m dckd_basicsr.train -opt options/train/{backbone}/train_{stem}.yml']
                 files.append((osp.join('train', backbone, f'train_{stem}.yml'),
-                              render(method_options(backbone, scale, method), train_comment)))
+                              render(method_options(backbone, scale, method), train_comment,
+                                     dict(COMMENTS, **METHOD_COMMENTS.get(method, {})))))
                 test_comment = [HEADER, f'# Evaluate the EMA student of {stem} on the SR benchmarks.',
                                 f'#   python -m dckd_basicsr.test -opt options/test/{backbone}/test_{stem}.yml']
                 files.append((osp.join('test', backbone, f'test_{stem}.yml'),

@@ -17,9 +17,9 @@ import dckd_basicsr  # noqa: F401
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
 from dckd_basicsr.invertible_ops import INVERTIBLE_OPS, apply_invertible_ops, undo_invertible_ops
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers, pair_layers
+from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers, stage_at
 from dckd_basicsr.losses.fakd_loss import FAKDLoss, spatial_affinity
-from dckd_basicsr.upcycling import matlab_bicubic_downscale, padded_forward, zoom_in_crops
+from dckd_basicsr.upcycling import matlab_bicubic_downscale, padded_forward, random_grid_positions, zoom_in_tiles
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -31,10 +31,11 @@ def test_fakd_loss_hand_computed():
     teacher = torch.tensor([[2.0, 3.0], [2.0, 3.0], [0.0, 0.0]]).view(1, 3, 1, 2)
     assert torch.allclose(spatial_affinity(student)[0], torch.eye(2))
     assert torch.allclose(spatial_affinity(teacher)[0], torch.ones(2, 2), atol=1e-6)
-    # second pair: equal directions -> 0; mean over pairs (0.5 + 0) / 2, times loss_weight 2
+    # second pair: equal directions -> 0; the pairs are summed (the authors' FeatureLoss), times loss_weight 2
     same = torch.tensor([[1.0, -2.0]]).view(1, 1, 1, 2)
     loss = FAKDLoss(loss_weight=2.0)([student, same], [teacher, 3 * same])
-    assert loss.item() == pytest.approx(2.0 * (0.5 + 0.0) / 2)
+    assert loss.item() == pytest.approx(2.0 * (0.5 + 0.0))
+    assert FAKDLoss().loss_weight == 10 / 255  # the authors' 10 on [0, 255] images, for [0, 1] images
 
 
 def test_fakd_loss_matches_pairwise_cosine_reference():
@@ -48,19 +49,41 @@ def test_fakd_loss_matches_pairwise_cosine_reference():
                 a_s = F.cosine_similarity(flat_s[b, :, i], flat_s[b, :, j], dim=0, eps=1e-12)
                 a_t = F.cosine_similarity(flat_t[b, :, i], flat_t[b, :, j], dim=0, eps=1e-12)
                 expected += (a_s - a_t).abs()
-    assert FAKDLoss()([s], [t]).item() == pytest.approx(expected.item() / (2 * 15 * 15), rel=1e-5)
+    assert FAKDLoss(loss_weight=1.0)([s], [t]).item() == pytest.approx(expected.item() / (2 * 15 * 15), rel=1e-5)
     with pytest.raises(ValueError, match='spatial size'):
         FAKDLoss()([s], [t[..., :4]])
 
 
-def test_default_layers_and_pairing_rule():
-    assert default_feature_layers({'type': 'RCAN', 'num_group': 10}) == [f'body.{i}' for i in range(10)]
-    assert default_feature_layers({'type': 'SwinIR', 'depths': [6] * 4}) == [f'layers.{i}' for i in range(4)]
+def test_default_layers_are_the_authors_depths():
+    # the FAKD authors' RCAN taps: groups 3 and 7 of 10 and the body's end (what the upsampler receives)
+    assert default_feature_layers({'type': 'RCAN', 'num_group': 10}) == ['body.2', 'body.6', 'upsample:input']
+    assert default_feature_layers({'type': 'RCAN'}) == ['body.2', 'body.6', 'upsample:input']
+    # SwinIR: the RSTBs nearest to 0.3 and 0.7 of the depth, then the body's end before the upsampler
+    swinir = {'type': 'SwinIR', 'upsampler': 'pixelshuffle'}
+    end = 'conv_before_upsample:input'
+    assert default_feature_layers(dict(swinir, depths=[6] * 4)) == ['layers.0', 'layers.2', end]
+    assert default_feature_layers(dict(swinir, depths=[6] * 6)) == ['layers.1', 'layers.3', end]
+    assert default_feature_layers(dict(swinir, upsampler='pixelshuffledirect'))[-1] == 'upsample:input'
+    assert default_feature_layers(dict(swinir, upsampler=''))[-1] == 'conv_last:input'
     assert default_feature_layers({'type': 'MSRResNet'}) is None
-    teacher6 = [f'layers.{i}' for i in range(6)]
-    assert pair_layers(4, teacher6) == ['layers.1', 'layers.2', 'layers.4', 'layers.5']
-    assert pair_layers(6, teacher6) == teacher6
-    assert pair_layers(3, [f'body.{i}' for i in range(10)]) == ['body.3', 'body.6', 'body.9']
+    assert [stage_at(0.3, g) for g in (1, 2, 3, 4, 6, 10, 20)] == [0, 0, 0, 0, 1, 2, 5]
+    assert [stage_at(0.7, g) for g in (1, 2, 3, 4, 6, 10, 20)] == [0, 0, 1, 2, 3, 6, 13]
+
+
+def test_input_taps_and_repeated_taps():
+    net = build_network(tiny_rcan(3))
+    recorder = FeatureRecorder(net, ['body.0', 'body.0', 'upsample:input'], 'opt')
+    assert len(recorder.handles) == 2  # a repeated tap is hooked once
+    x = torch.rand(1, 3, 6, 5)
+    net(x)
+    maps = recorder.first()
+    assert maps[0] is maps[1] and len(recorder.records['body.0']) == 1
+    with recorder.paused():
+        first = net.conv_first((x - net.mean) * net.img_range)
+        expected = net.conv_after_body(net.body(first)) + first
+    assert torch.allclose(maps[2], expected, atol=1e-5)
+    with pytest.raises(OptionError, match='no module named upsampler:input'):
+        FeatureRecorder(net, ['upsampler:input'], 'train.fakd_opt.student_layers')
 
 
 def test_recorder_turns_swinir_tokens_into_maps_and_respects_eval_mode():
@@ -125,12 +148,12 @@ def batch(seed=0, size=8):
 
 
 def test_fakd_gradient_reaches_the_student_features_not_the_teacher(tmp_path):
-    opt = kd_options(tmp_path, tiny_swinir(8, [1, 1]), tiny_swinir(16, [1, 1, 1]),
+    opt = kd_options(tmp_path, tiny_swinir(8, [1] * 4), tiny_swinir(16, [1] * 6),
                      logits_opt=dict(type='L1Loss'), lcr_opt=dict(type='L1Loss'),
                      fakd_opt=dict(type='FAKDLoss', loss_weight=1.0))
     model = build_model(opt)
-    assert model.fakd_student.layers == ['layers.0', 'layers.1']
-    assert model.fakd_teacher.layers == ['layers.1', 'layers.2']
+    assert model.fakd_student.layers == ['layers.0', 'layers.2', 'conv_before_upsample:input']
+    assert model.fakd_teacher.layers == ['layers.1', 'layers.3', 'conv_before_upsample:input']
     model.feed_data(batch())
     model.output = model.net_g(model.lq)
     model.run_teacher()  # batched with the LCR input: the FAKD maps are the first B samples
@@ -143,11 +166,11 @@ def test_fakd_gradient_reaches_the_student_features_not_the_teacher(tmp_path):
     # the teacher maps are the teacher's on the clean LQ input
     teacher = build_network(opt['network_t'])
     teacher.load_state_dict(model.net_t.state_dict())
-    reference = FeatureRecorder(teacher.eval(), ['layers.2'], 'x')
+    reference = FeatureRecorder(teacher.eval(), ['layers.3'], 'x')
     with torch.no_grad():
         teacher(model.lq)
     assert torch.allclose(reference.first()[0], teacher_maps[1], atol=1e-6)
-    assert loss.item() == pytest.approx(FAKDLoss()(student_maps, teacher_maps).item())
+    assert loss.item() == pytest.approx(FAKDLoss(loss_weight=1.0)(student_maps, teacher_maps).item())
     assert not model.fakd_student.records['layers.0'] and not model.fakd_teacher.records['layers.1']  # cleared
 
 
@@ -194,13 +217,18 @@ def test_zoom_out_is_basicsr_matlab_imresize(scale, size):
     assert torch.allclose(matlab_bicubic_downscale(x, scale), expected, atol=1e-6)
 
 
-def test_zoom_in_crops_are_lq_sized_windows_of_the_gt():
+def test_zoom_in_tiles_are_grid_cells_of_the_gt_drawn_once_per_batch():
     gt = torch.arange(2 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16)
-    crops = zoom_in_crops(gt, (8, 8), torch.Generator().manual_seed(3))
-    generator = torch.Generator().manual_seed(3)
-    tops, lefts = torch.randint(9, (2, ), generator=generator), torch.randint(9, (2, ), generator=generator)
-    for i in range(2):
-        assert torch.equal(crops[i], gt[i, :, tops[i]:tops[i] + 8, lefts[i]:lefts[i] + 8])
+    tiles = zoom_in_tiles(gt, (8, 8), [(1, 0), (0, 1)])
+    assert tiles.shape == (4, 1, 8, 8)  # tile-major: both samples' first tile, then their second
+    assert torch.equal(tiles[:2], gt[..., 8:16, 0:8]) and torch.equal(tiles[2:], gt[..., 0:8, 8:16])
+    cells = random_grid_positions(3, 4, torch.Generator().manual_seed(0))
+    order = torch.randperm(9, generator=torch.Generator().manual_seed(0))[:4].tolist()
+    assert cells == [divmod(k, 3) for k in order] and len(set(cells)) == 4
+    with pytest.raises(ValueError, match='1 to 4'):
+        random_grid_positions(2, 5)
+    with pytest.raises(ValueError, match='do not fit'):
+        zoom_in_tiles(gt, (8, 8), [(2, 0)])
 
 
 def test_padded_forward_crops_back():
@@ -211,34 +239,120 @@ def test_padded_forward_crops_back():
     assert torch.equal(out, net(F.pad(x, (0, 2, 0, 2), mode='reflect'))[..., :12, :12])
 
 
-def test_zoom_terms_are_student_vs_teacher_on_the_upcycled_inputs(tmp_path):
-    opt = kd_options(tmp_path, tiny_swinir(8), tiny_swinir(16), pixel_opt=None,
-                     zoom_in_opt=dict(type='L1Loss'), zoom_out_opt=dict(type='L1Loss', loss_weight=2.0),
-                     zoom_out_lq_opt=dict(type='MSELoss', loss_weight=0.5))
+def dukd_options(tmp_path, student=None, teacher=None, **train):
+    train = dict(dict(kd_opt=dict(type='L1Loss'), noisy=dict(prob=0.5), dukd_opt=dict(n_gt_sub=[2], zoom_out=True)),
+                 **train)
+    opt = kd_options(tmp_path, student or tiny_rcan(1), teacher or tiny_rcan(2), **train)
+    opt['model_type'] = 'DUKDModel'
+    return opt
+
+
+def recorded_draws(model):
+    """Wrap the model's draws so that a test can recompute the terms."""
+    draws = {}
+    cells, masks = model.draw_zoom_in_cells, model.draw_label_masks
+    model.draw_zoom_in_cells = lambda: draws.setdefault('cells', cells())
+    model.draw_label_masks = lambda tiles: draws.setdefault('masks', masks(tiles))
+    return draws
+
+
+def test_dukd_terms_by_hand_on_swinir_with_a_padded_zoom_out(tmp_path):
+    """lr 0 keeps the student fixed over both steps, so every term can be recomputed from it. The 12x12 LQ zooms out
+    to 6x6, no multiple of the window (4): padded and cropped back (the authors' code would crash there)."""
+    opt = dukd_options(tmp_path, tiny_swinir(8), tiny_swinir(16), pixel_opt=dict(type='L1Loss', loss_weight=5.0),
+                       noisy=dict(prob=1.0))
+    opt['train']['optim_g']['lr'] = 0.0
     model = build_model(opt)
+    draws = recorded_draws(model)
     data = batch(size=12)
     model.feed_data(data)
-    student = copy.deepcopy(model.net_g)
-    rng = model.step_rng['torch'].clone()
     model.optimize_parameters(1)
-    assert list(model.log_dict) == ['l_zoom_in', 'l_zoom_out', 'l_zoom_out_lq']
-    with torch.no_grad(), torch.random.fork_rng():
-        torch.set_rng_state(rng)
-        crops = zoom_in_crops(data['gt'], (12, 12))
-        small = matlab_bicubic_downscale(data['lq'], 2)  # 6x6: padded to the window (4) and cropped back
-        zoom_in = F.l1_loss(student(crops), model.net_t(crops))
+    assert list(model.log_dict) == model.loss_names() == ['l_pix', 'l_kd', 'l_zoom_in', 'l_zoom_out_pix',
+                                                          'l_zoom_out_kd']
+    masks = draws['masks']
+    assert all(mask.all() for mask in masks.values()) and len(draws['cells']) == 2
+    student, teacher = model.net_g, model.net_t
+    with torch.no_grad():
+        output = student(data['lq'])
+        tiles = torch.cat([data['gt'][..., 12 * i:12 * (i + 1), 12 * j:12 * (j + 1)] for i, j in draws['cells']])
+        # every op applied: the input inverted, flipped both ways and transposed; the output mapped back in reverse
+        transformed = (1 - tiles).flip(-2).flip(-1).transpose(-1, -2)
+        mapped_back = 1 - student(transformed).transpose(-1, -2).flip(-1).flip(-2)
+        small = torch.stack([imresize(image, 1 / 2) for image in data['lq']])
         zoomed_out = padded_forward(student, small, 4)
-        zoom_out = 2 * F.l1_loss(zoomed_out, padded_forward(model.net_t, small, 4))
-        zoom_out_lq = 0.5 * F.mse_loss(zoomed_out, data['lq'])  # the LQ is the zoomed-out input's ground truth
-    assert model.log_dict['l_zoom_in'] == pytest.approx(zoom_in.item(), rel=1e-5)
-    assert model.log_dict['l_zoom_out'] == pytest.approx(zoom_out.item(), rel=1e-5)
-    assert model.log_dict['l_zoom_out_lq'] == pytest.approx(zoom_out_lq.item(), rel=1e-5)
+        expected = {'l_pix': 5 * F.l1_loss(output, data['gt']), 'l_kd': F.l1_loss(output, teacher(data['lq'])),
+                    'l_zoom_in': F.l1_loss(mapped_back, teacher(tiles)),
+                    'l_zoom_out_pix': 5 * F.l1_loss(zoomed_out, data['lq']),
+                    'l_zoom_out_kd': F.l1_loss(zoomed_out, padded_forward(teacher, small, 4))}
+    for name, value in expected.items():
+        assert model.log_dict[name] == pytest.approx(value.item(), rel=1e-5), name
 
 
-def test_zoom_out_lq_needs_an_lq_patch_divisible_by_the_scale(tmp_path):
-    model = build_model(kd_options(tmp_path, tiny_rcan(1), tiny_rcan(2), zoom_out_lq_opt=dict(type='L1Loss')))
+def test_dukd_draws_come_from_the_model_stream(tmp_path):
+    model = build_model(dukd_options(tmp_path, dukd_opt=dict(n_gt_sub=[2])))
+    model.feed_data(batch())
+    state = {k: v.clone() for k, v in model.step_rng.items() if v is not None}
+    draws = recorded_draws(model)
+    global_state = torch.get_rng_state()
+    model.optimize_parameters(1)
+    assert torch.equal(torch.get_rng_state(), global_state)  # data loading's stream untouched
+    first = draws.copy()
+    model.step_rng.update(state)
+    draws.clear()
+    model.optimize_parameters(2)
+    assert draws['cells'] == first['cells']
+    assert all(torch.equal(draws['masks'][k], mask) for k, mask in first['masks'].items())
+
+
+def test_dukd_model_makes_two_optimizer_steps_and_one_ema_update(tmp_path):
+    model = build_model(dukd_options(tmp_path))
+    steps, emas = [], []
+    step, ema = model.optimizer_g.step, model.model_ema
+    model.optimizer_g.step = lambda: (steps.append(len(emas)), step())
+    model.model_ema = lambda decay: (emas.append(len(steps)), ema(decay))
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert steps == [0, 0] and emas == [2]  # EMA once, after both steps
+    assert not model.net_t.training and all(p.grad is None for p in model.net_t.parameters())
+
+
+@pytest.mark.parametrize('bad,expected_steps', [('l_kd', 1), ('l_zoom_in', 1), ('both', 0)])
+def test_a_non_finite_dukd_step_is_skipped_on_its_own(tmp_path, bad, expected_steps):
+    model = build_model(dukd_options(tmp_path))
+    steps = []
+    step = model.optimizer_g.step
+    model.optimizer_g.step = lambda: (steps.append([p.grad.clone() for p in model.net_g.parameters()]), step())
+    first, second = model.compute_losses, model.upcycling_terms
+
+    def poisoned(losses, name):
+        if bad in (name, 'both'):
+            losses[name] = losses[name] * float('nan')
+        return losses
+
+    model.compute_losses = lambda it: poisoned(first(it), 'l_kd')
+    model.upcycling_terms = lambda: poisoned(second(), 'l_zoom_in')
+    ema = {k: v.clone() for k, v in model.net_g_ema.state_dict().items()}
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    assert len(steps) == expected_steps and model.nonfinite_steps == 1
+    assert all(torch.isfinite(g).all() for grads in steps for g in grads)  # a skipped step 1 leaves no NaN grads
+    assert all(torch.isfinite(v).all() for v in model.net_g.state_dict().values())
+    ema_moved = any(not torch.equal(ema[k], v) for k, v in model.net_g_ema.state_dict().items())
+    assert ema_moved == (expected_steps > 0)
+
+
+def test_dukd_option_errors(tmp_path):
+    with pytest.raises(OptionError, match='train.zoom_in_opt: .*DUKDModel'):
+        build_model(kd_options(tmp_path, tiny_rcan(1), tiny_rcan(2), zoom_in_opt=dict(type='L1Loss')))
+    with pytest.raises(OptionError, match='train.dukd_opt.n_gt_sub: .*1 to 4'):
+        build_model(dukd_options(tmp_path, dukd_opt=dict(n_gt_sub=[5])))
+    with pytest.raises(OptionError, match='train.dukd_opt.zoomout: unknown key'):
+        build_model(dukd_options(tmp_path, dukd_opt=dict(zoomout=True)))
+    with pytest.raises(OptionError, match='train.kd_opt: missing'):
+        build_model(dukd_options(tmp_path, kd_opt=None))
+    model = build_model(dukd_options(tmp_path))
     model.feed_data(batch(size=9))  # 9x9 zooms out to 5x5 (MATLAB rounds up), whose x2 output is 10x10
-    with pytest.raises(OptionError, match='train.zoom_out_lq_opt: the LQ patch'):
+    with pytest.raises(OptionError, match='train.dukd_opt.zoom_out: the LQ patch'):
         model.optimize_parameters(1)
 
 
@@ -252,9 +366,9 @@ def generator_module():
 
 EXPECTED_TERMS = {
     'Scratch': ['l_pix'], 'Logits': ['l_pix', 'l_kd'], 'FAKD': ['l_pix', 'l_kd', 'l_fakd'],
-    'DUKD': ['l_pix', 'l_kd', 'l_lcr', 'l_zoom_in', 'l_zoom_out'],
+    'DUKD': ['l_pix', 'l_kd', 'l_zoom_in'],  # the x2 files: no zoom-out
     'DCKD': ['l_pix', 'l_kd', 'l_dcl', 'l_dmm'],
-    'DCKDstar': ['l_pix', 'l_kd', 'l_lcr', 'l_zoom_in', 'l_zoom_out', 'l_dcl', 'l_dmm'],
+    'DCKDstar': ['l_pix', 'l_kd', 'l_lcr', 'l_dcl', 'l_dmm'],  # the DCKD authors' lcr_opt, no zoom terms
 }
 
 
@@ -309,7 +423,7 @@ def test_shipped_fakd_file_trains_and_validates_through_the_entry_point(tmp_path
     validation runs the hooked student itself (in eval mode, not recorded) between training steps."""
     import cv2
     import numpy as np
-    from conftest import run
+    from conftest import load_option_file, run
     rng = np.random.default_rng(0)
     for folder in ('hr', 'lr', 'val_hr', 'val_lr'):
         (tmp_path / folder).mkdir()
@@ -324,14 +438,17 @@ def test_shipped_fakd_file_trains_and_validates_through_the_entry_point(tmp_path
     save(teacher, tmp_path / 'teacher.pth', 1)
     force = [f'datasets:train:dataroot_gt={tmp_path / "hr"}', f'datasets:train:dataroot_lq={tmp_path / "lr"}',
              'datasets:train:io_backend:type=disk', 'datasets:train:gt_size=16', 'datasets:train:batch_size_per_gpu=2',
-             'datasets:train:num_worker_per_gpu=0', f'datasets:val:dataroot_gt={tmp_path / "val_hr"}',
-             f'datasets:val:dataroot_lq={tmp_path / "val_lr"}', 'num_gpu=0', 'train:total_iter=3', 'train:ema_decay=0',
+             'datasets:train:num_worker_per_gpu=0', 'num_gpu=0', 'train:total_iter=3', 'train:ema_decay=0',
              'val:val_freq=2', 'logger:print_freq=1', 'logger:save_checkpoint_freq=3', 'logger:use_tb_logger=false',
              f'path:pretrain_network_t={tmp_path / "teacher.pth"}', f'path:experiments_root={tmp_path / "runs"}']
     for key, net in (('network_g', student), ('network_t', teacher)):
         force += [f'{key}:{k}={v}'.replace(' ', '') for k, v in net.items() if k in ('embed_dim', 'depths', 'num_heads',
                                                                                      'window_size', 'img_size')]
     option_file = osp.join(REPO, 'options', 'train', 'SwinIR', 'train_SwinIR_SRx2_FAKD.yml')
+    val_sets = [key for key in load_option_file(option_file)['datasets'] if key.startswith('val')]
+    for key in val_sets:  # every validation set of the file reads the tiny folder
+        force += [f'datasets:{key}:dataroot_gt={tmp_path / "val_hr"}',
+                  f'datasets:{key}:dataroot_lq={tmp_path / "val_lr"}']
     run([sys.executable, '-m', 'dckd_basicsr.train', '-opt', option_file, '--force_yml'] + force, cwd=tmp_path)
     run_dir = tmp_path / 'runs' / 'SwinIR_SRx2_FAKD'
     log = ''.join(p.read_text() for p in run_dir.glob('train_*.log'))
@@ -339,5 +456,5 @@ def test_shipped_fakd_file_trains_and_validates_through_the_entry_point(tmp_path
     step3 = next(line for line in log.splitlines() if 'iter:       3,' in line)  # the step after a validation
     assert 'l_fakd: ' in step3 and 'l_kd: ' in step3 and 'l_pix: ' in step3
     psnr = [float(line.split('psnr: ')[1].split()[0]) for line in log.splitlines() if '# psnr: ' in line]
-    assert len(psnr) == 2 and all(5 < value < 60 for value in psnr)
+    assert len(psnr) == 2 * len(val_sets) and all(5 < value < 60 for value in psnr)
     assert (run_dir / 'models' / 'net_g_latest.pth').is_file()

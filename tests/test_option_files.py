@@ -11,6 +11,7 @@ from basicsr.archs import build_network
 from conftest import flatten, load_option_file
 
 import dckd_basicsr  # noqa: F401
+from dckd_basicsr.errors import OptionError
 from dckd_basicsr.option_checks import check_option_types
 from dckd_basicsr.results import labels_from_name, labels_from_options
 
@@ -65,8 +66,13 @@ def test_generator_reproduces_the_committed_files_byte_for_byte():
 
 
 TEACHER = ({'path.pretrain_network_t', 'path.param_key_t', 'path.strict_load_t'}, ('network_t.', 'train.logits_opt.'))
-FAKD = (set(), ('train.fakd_opt.', ))
-DUKD = (set(), ('train.lcr_opt.', 'train.noisy.', 'train.zoom_in_opt.', 'train.zoom_out_opt.'))
+FAKD = ({'train.pixel_opt.loss_weight', 'train.logits_opt.loss_weight'}, ('train.fakd_opt.', ))  # alpha 0.5
+DUKD = ({'train.dukd_opt.n_gt_sub', 'train.dukd_opt.zoom_out', 'train.scheduler.milestones'},
+        ('train.noisy.', 'train.pixel_opt.'))
+# DUKD authors' files (their options/{Swinir,RCAN}/dukd_*.yml): pixel_opt weight, noisy.prob (None: no `noisy`),
+# dukd_opt.zoom_out; n_gt_sub [1] and milestones [1e5, 2e5] in all of them
+DUKD_FILES = {**{('SwinIR', s): (5.0, 0.3, False) for s in (2, 3, 4)},
+              ('RCAN', 2): (1.0, None, False), ('RCAN', 3): (2.0, 0.3, True), ('RCAN', 4): (1.0, 0.0, False)}
 DCKD = ({'network_his', 'path.pretrain_network_vqgan', 'path.param_key_vqgan', 'path.strict_load_vqgan',
          'train.num_neg', 'train.update_decay', 'train.step', 'train.gaussian_noise_prob', 'train.gray_noise_prob',
          'train.gaussian_blur_prob', 'train.resize_prob'}, ('network_vqgan.', 'train.cl_opt.', 'train.ce_opt.'))
@@ -86,16 +92,19 @@ def _only(keys, *allowed):
 def test_methods_of_a_group_differ_only_in_their_keys(backbone, scale):
     rows = {m: flatten(load_option_file(sr_file(backbone, scale, m))) for m in SR_METHODS}
     scratch_model = 'SwinIRModel' if backbone == 'SwinIR' else 'SRModel'
-    assert [rows[m]['model_type'] for m in SR_METHODS] == [scratch_model] + ['KDModel'] * 3 + ['DCKDModel'] * 3
+    assert [rows[m]['model_type'] for m in SR_METHODS] == ([scratch_model] + ['KDModel'] * 2 + ['DUKDModel'] +
+                                                           ['DCKDModel'] * 3)
     diff = _changed(rows['Scratch'], rows['Logits']) - {'model_type'}
     assert not _only(diff, TEACHER) and TEACHER[0] <= diff and 'train.logits_opt.type' in diff
-    for method, allowed, must in (('FAKD', FAKD, 'train.fakd_opt.type'), ('DUKD', DUKD, 'train.zoom_out_opt.type'),
+    for method, allowed, must in (('FAKD', FAKD, 'train.fakd_opt.type'), ('DUKD', DUKD, 'train.dukd_opt.n_gt_sub'),
                                   ('DCKD', DCKD, 'train.cl_opt.type')):
         diff = _changed(rows['Logits'], rows[method]) - {'model_type'}
         assert not _only(diff, allowed), (method, _only(diff, allowed))
         assert must in diff and allowed[0] <= diff
-    assert {'train.lcr_opt.type', 'train.noisy.prob', 'train.zoom_in_opt.type'} <= _changed(rows['Logits'],
-                                                                                           rows['DUKD'])
+    dukd = rows['DUKD']
+    assert (dukd['train.pixel_opt.loss_weight'], dukd.get('train.noisy.prob'),
+            dukd['train.dukd_opt.zoom_out']) == DUKD_FILES[(backbone, scale)]
+    assert (dukd['train.dukd_opt.n_gt_sub'], dukd['train.scheduler.milestones']) == ([1], [100000, 200000])
     # DCKD* adds the authors' label consistency to DCKD; DCKD (Eq. 9) swaps their CELoss for Eq. 9
     assert _changed(rows['DCKD'], rows['DCKDstar']) == {'train.lcr_opt.type', 'train.lcr_opt.loss_weight',
                                                          'train.lcr_opt.reduction', 'train.noisy.prob'}
@@ -173,3 +182,37 @@ def test_authors_file_has_the_authors_values_except_local_paths():
                    for key in (set(ours) | set(theirs)) - LOCAL_KEYS if ours.get(key, object()) != theirs.get(key)}
     assert not differences, f'keys differing from the authors\' file (ours, theirs): {differences}'
     assert osp.basename(ours['path.pretrain_network_t']) == osp.basename(theirs['path.pretrain_network_t'])
+
+
+def _authors_options(**train_updates):
+    opt = load_option_file(AUTHORS_FILE)
+    opt['train'].update(train_updates)
+    return opt
+
+
+@pytest.mark.parametrize('block,key', [('cl_opt', 'reduction'), ('cl_opt', 'weigths'), ('ce_opt', 'temperature'),
+                                       ('pixel_opt', 'loss_weigth')])
+def test_an_option_key_the_type_does_not_have_is_an_error_naming_it(block, key):
+    from dckd_basicsr.option_checks import check_option_keys
+    opt = _authors_options()
+    opt['train'][block][key] = 'sum'
+    with pytest.raises(OptionError, match=rf'^train\.{block}\.{key}: \w+ has no option {key!r}; it accepts '):
+        check_option_keys(opt)
+
+
+def test_the_reference_types_keys_are_accepted_and_unhonourable_values_refused():
+    from basicsr.losses import build_loss
+    from dckd_basicsr.option_checks import check_option_keys
+    opt = _authors_options()
+    # taming's full ddconfig (decoder-only keys included) and the authors' `reduction: mean` of CELoss
+    opt['network_vqgan']['ddconfig'].update(give_pre_end=False, resamp_with_conv=True)
+    check_option_keys(opt)
+    build_network(dict(opt['network_vqgan'], ddconfig=dict(opt['network_vqgan']['ddconfig'], ch=32, ch_mult=[1, 2])))
+    build_loss(dict(opt['train']['ce_opt']))
+    with pytest.raises(OptionError, match=r"train\.ce_opt\.reduction: 'sum'.*only 'mean'"):
+        build_loss(dict(opt['train']['ce_opt'], reduction='sum'))
+    with pytest.raises(OptionError, match=r'network_vqgan\.ddconfig\.chmult: .*ch_mult'):
+        build_network(dict(opt['network_vqgan'], ddconfig=dict(opt['network_vqgan']['ddconfig'], chmult=[1])))
+    with pytest.raises(OptionError, match=r'network_vqgan\.ddconfig\.resamp_with_conv: False'):
+        build_network(dict(opt['network_vqgan'], ddconfig=dict(opt['network_vqgan']['ddconfig'],
+                                                               resamp_with_conv=False)))

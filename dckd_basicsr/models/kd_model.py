@@ -7,8 +7,12 @@ Options (besides ``SRModel``'s):
   default ``auto``), ``path.trusted_t`` (allow full unpickling of that file, default false);
 * ``train.pixel_opt`` (L_rec, student vs GT), ``train.logits_opt`` (L_kd, student vs teacher output),
   ``train.lcr_opt`` + ``train.noisy.prob`` (DUKD's label-consistency term): each term is on when its option is given;
-* ``val.pad_multiple``: validation/test inputs are padded (reflect) to a multiple of it, default
-  ``network_g.window_size`` (SwinIR) or 1, and the output is cropped back.
+* ``val.pad_multiple`` (the authors' ``val.window_size`` is read as the same): validation/test inputs are padded
+  (reflect) to a multiple of it, default ``network_g.window_size`` (SwinIR) or 1, and the output is cropped back.
+
+DUKD's zoom-in/zoom-out data upcycling is a second optimizer step per iteration:
+:class:`~dckd_basicsr.models.dukd_model.DUKDModel`; the former one-step keys ``train.zoom_in_opt``,
+``zoom_out_opt`` and ``zoom_out_lq_opt`` are an error naming it.
 
 The teacher (and every other frozen network of subclasses) is in eval mode, has ``requires_grad`` off, is never
 wrapped in DDP, never in the optimizer, never in the EMA, never saved. The training step runs on the model's own
@@ -16,7 +20,6 @@ random stream (saved in the training state with the Python/NumPy states), so a r
 uninterrupted one would.
 """
 import contextlib
-import math
 import random
 from collections import OrderedDict
 from os import path as osp
@@ -102,7 +105,8 @@ class KDModel(SRModel):
         super().__init__(opt)
         net_g_opt = opt['network_g']
         val_opt = opt.get('val') or {}
-        self.pad_multiple = int(val_opt.get('pad_multiple', net_g_opt.get('window_size', 1)))
+        # val.window_size is the key of the authors' files (BasicSR's SRModel ignores it)
+        self.pad_multiple = int(val_opt.get('pad_multiple', val_opt.get('window_size', net_g_opt.get('window_size', 1))))
 
     # ------------------------------------------------------------------ set-up
     def init_training_settings(self):
@@ -153,8 +157,7 @@ class KDModel(SRModel):
             freeze(self.net_g_ema)
 
     def loss_option_keys(self) -> List[str]:
-        return ['pixel_opt', 'logits_opt', 'kd_opt', 'lcr_opt', 'fakd_opt', 'zoom_in_opt', 'zoom_out_opt',
-                'zoom_out_lq_opt']
+        return ['pixel_opt', 'logits_opt', 'kd_opt', 'lcr_opt', 'fakd_opt']
 
     def setup_losses(self) -> None:
         train_opt = self.opt['train']
@@ -172,37 +175,36 @@ class KDModel(SRModel):
         self.lcr_prob = float(noisy.get('prob', 0.5))
         if not 0 <= self.lcr_prob <= 1:
             raise OptionError(f'train.noisy.prob: {self.lcr_prob}; a probability must lie in [0, 1].')
-        self.cri_zoom_in = build('zoom_in_opt')
-        self.cri_zoom_out = build('zoom_out_opt')
-        self.cri_zoom_out_lq = build('zoom_out_lq_opt')
+        for key in ('zoom_in_opt', 'zoom_out_opt', 'zoom_out_lq_opt'):
+            if train_opt.get(key):
+                raise OptionError(f'train.{key}: no longer supported; DUKD\'s zoom-in/zoom-out upcycling is a second '
+                                  'optimizer step of its own: use model_type: DUKDModel with train.dukd_opt '
+                                  '(n_gt_sub, zoom_out), see dckd_basicsr/models/dukd_model.py.')
         self.setup_fakd()
 
     def loss_names(self) -> List[str]:
         """The configured terms, as logged."""
-        terms = {'l_pix': self.cri_pix, 'l_kd': self.cri_kd, 'l_lcr': self.cri_lcr, 'l_fakd': self.cri_fakd,
-                 'l_zoom_in': self.cri_zoom_in, 'l_zoom_out': self.cri_zoom_out, 'l_zoom_out_lq': self.cri_zoom_out_lq}
+        terms = {'l_pix': self.cri_pix, 'l_kd': self.cri_kd, 'l_lcr': self.cri_lcr, 'l_fakd': self.cri_fakd}
         return [name for name, loss in terms.items() if loss is not None]
 
     def setup_fakd(self) -> None:
-        """FAKD (``train.fakd_opt``): hooks on ``student_layers`` of the student and ``teacher_layers`` of the teacher
-        (defaults and pairing rule in :mod:`dckd_basicsr.feature_hooks`); a dry run checks the paired map sizes."""
-        from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers, pair_layers
+        """FAKD (``train.fakd_opt``): hooks on ``student_layers`` of the student and ``teacher_layers`` of the teacher,
+        paired in list order; both default to the FAKD authors' taps (groups 3 and 7 of RCAN's 10 and the body's end;
+        SwinIR by the same relative depths, see :mod:`dckd_basicsr.feature_hooks`). A dry run checks the map sizes."""
+        from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers
         fakd_opt = dict(self.opt['train'].get('fakd_opt') or {})
         self.cri_fakd = None
         if not fakd_opt:
             return
         student_layers = fakd_opt.pop('student_layers', None) or default_feature_layers(self.opt['network_g'])
-        teacher_layers = fakd_opt.pop('teacher_layers', None)
+        teacher_layers = fakd_opt.pop('teacher_layers', None) or default_feature_layers(self.opt['network_t'])
         if student_layers is None:
             raise OptionError(f"train.fakd_opt.student_layers: missing, and there is no default for network_g.type "
                               f"{self.opt['network_g'].get('type')!r} (defaults exist for RCAN and SwinIR); list the "
-                              'student modules whose outputs to distil, e.g. [body.0, body.1].')
+                              'student modules whose outputs to distil, e.g. [body.2, body.6, upsample:input].')
         if teacher_layers is None:
-            defaults = default_feature_layers(self.opt['network_t'])
-            if defaults is None:
-                raise OptionError(f"train.fakd_opt.teacher_layers: missing, and there is no default for network_t.type "
-                                  f"{self.opt['network_t'].get('type')!r}; list one teacher module per student layer.")
-            teacher_layers = pair_layers(len(student_layers), defaults)
+            raise OptionError(f"train.fakd_opt.teacher_layers: missing, and there is no default for network_t.type "
+                              f"{self.opt['network_t'].get('type')!r}; list one teacher module per student layer.")
         if len(teacher_layers) != len(student_layers):
             raise OptionError(f'train.fakd_opt: {len(student_layers)} student_layers but {len(teacher_layers)} '
                               'teacher_layers; give one teacher layer per student layer.')
@@ -248,37 +250,6 @@ class KDModel(SRModel):
         self.fakd_student.clear()
         self.fakd_teacher.clear()
         return loss
-
-    def zoom_terms(self) -> 'OrderedDict[str, Tensor]':
-        """DUKD's data upcycling (:mod:`dckd_basicsr.upcycling`): the student matches the frozen teacher on
-        LQ-sized crops of the GT (``zoom_in_opt``) and, on the LQ downscaled by MATLAB bicubic, the teacher
-        (``zoom_out_opt``) and the LQ itself, the downscaled input's ground truth (``zoom_out_lq_opt``)."""
-        from dckd_basicsr.upcycling import matlab_bicubic_downscale, padded_forward, zoom_in_crops
-        # SwinIR students and teachers need sizes divisible by their windows (a 12x12 zoom-out at x4)
-        multiple = math.lcm(self.pad_multiple, int(self.opt['network_t'].get('window_size', 1)))
-        student = self.get_bare_model(self.net_g)  # extra passes outside DDP's forward; gradients still reduced
-        terms = OrderedDict()
-        with contextlib.ExitStack() as stack:
-            for recorder in (getattr(self, 'fakd_student', None), getattr(self, 'fakd_teacher', None)):
-                if recorder is not None:
-                    stack.enter_context(recorder.paused())
-            if self.cri_zoom_in is not None:
-                crops = zoom_in_crops(self.gt, tuple(self.lq.shape[-2:]))
-                terms['l_zoom_in'] = self.cri_zoom_in(padded_forward(student, crops, multiple),
-                                                      padded_forward(self.teacher, crops, multiple))
-            if self.cri_zoom_out is not None or self.cri_zoom_out_lq is not None:
-                scale = int(self.opt['scale'])
-                if self.cri_zoom_out_lq is not None and (self.lq.size(-2) % scale or self.lq.size(-1) % scale):
-                    raise OptionError(f'train.zoom_out_lq_opt: the LQ patch ({self.lq.size(-2)}x{self.lq.size(-1)}) '
-                                      f'must be divisible by the scale ({scale}) for the zoomed-out output to match '
-                                      'it; choose datasets.train.gt_size divisible by scale * scale.')
-                small = matlab_bicubic_downscale(self.lq, scale)
-                output = padded_forward(student, small, multiple)
-                if self.cri_zoom_out is not None:
-                    terms['l_zoom_out'] = self.cri_zoom_out(output, padded_forward(self.teacher, small, multiple))
-                if self.cri_zoom_out_lq is not None:
-                    terms['l_zoom_out_lq'] = self.cri_zoom_out_lq(output, self.lq)
-        return terms
 
     # ------------------------------------------------------------------ training step
     def needs_teacher_output(self) -> bool:
@@ -347,8 +318,6 @@ class KDModel(SRModel):
             losses['l_lcr'] = self.cri_lcr(self.output, self.lcr_target)
         if self.cri_fakd is not None:
             losses['l_fakd'] = self.fakd_term()
-        if any(loss is not None for loss in (self.cri_zoom_in, self.cri_zoom_out, self.cri_zoom_out_lq)):
-            losses.update(self.zoom_terms())
         return losses
 
     def run_teacher(self) -> None:

@@ -1,0 +1,189 @@
+"""DUKDModel: Data Upcycling Knowledge Distillation (Zhang et al., "Data Upcycling Knowledge Distillation for Image
+Super-Resolution", 2023), as the authors' code trains it: two optimizer steps per iteration.
+
+1. ``l_pix = L_rec(S(x), y)`` and ``l_kd = L_kd(S(x), T(x))`` (the KD base's terms), backward, optimizer step.
+2. Data upcycling (:mod:`dckd_basicsr.upcycling`), backward, optimizer step:
+
+   * ``l_zoom_in = L_kd(S(t), T(t))`` on zoom-in tiles ``t``: ``n_gt_sub`` LQ-sized cells of the ``scale x scale``
+     grid of the GT patch, the same cells for the whole batch. With ``train.noisy`` given, label consistency: per tile
+     and per op with probability ``noisy.prob`` the *student's* input is colour-inverted, flipped (H, then W) and/or
+     transposed, and its output mapped back by the inverse ops (:mod:`dckd_basicsr.invertible_ops`); the teacher
+     sees the clean tile;
+   * with ``dukd_opt.zoom_out``: the LQ downscaled by MATLAB bicubic ``imresize(x, 1 / scale)``, ``x_down``:
+     ``l_zoom_out_pix = L_rec(S(x_down), x)`` and ``l_zoom_out_kd = L_kd(S(x_down), T(x_down))``.
+
+   As in the authors' code, the gradients of step 1 are not zeroed before step 2's backward pass: step 2 applies
+   the sum of both steps' gradients (``dukd_opt.zero_grad_between_steps: true`` zeroes them).
+3. EMA (and :meth:`after_step`) once, after both steps.
+
+Options: DUKD's keys run as they are (``model_type: DUKD`` is an alias of ``DUKDModel``): ``train.pixel_opt``,
+``train.kd_opt`` (or ``logits_opt``; required, it also weighs the zoom terms), ``train.noisy.prob`` (default 0.3;
+an absent or empty ``train.noisy`` turns label consistency off), ``train.dukd_opt.n_gt_sub`` (an int or DUKD's
+one-element list, default 1), ``train.dukd_opt.zoom_out`` (default false). The KD base's other terms
+(``lcr_opt``, ``fakd_opt``) join step 1.
+
+Deliberate differences from the authors' code, each a defect there:
+
+* the label-consistency inverse: their code maps the student output back by applying the same ops again in the
+  same order (invert, flip H, flip W, transpose), which is not the inverse when a transpose follows exactly one flip
+  (the result is rotated by 180 degrees); here the inverse ops run in reverse order;
+* the teacher: theirs is wrapped in DDP, left in train mode (SwinIR's stochastic depth stays active, so its labels
+  are noisy) and keeps ``requires_grad``; here it is frozen (eval, no gradients, never in DDP), as in the KD base;
+* a zoom-out input whose size is no multiple of SwinIR's window (12x12 at x4) crashes their code; here it is
+  padded and cropped back (:func:`~dckd_basicsr.upcycling.padded_forward`).
+
+Also ours: both steps skip their optimizer update when one of their terms is NaN/Inf (a skipped step 1's gradients
+are dropped before step 2); every random draw comes from the model's own stream, so a resumed run draws what an
+uninterrupted one would; ``l_zoom_in`` is logged (their code does not log it).
+"""
+import contextlib
+import math
+from collections import OrderedDict
+from typing import Dict, List, Tuple
+
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import Tensor
+
+from dckd_basicsr.errors import NonFiniteLossError, OptionError
+from dckd_basicsr.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
+from dckd_basicsr.models.kd_model import KDModel
+from dckd_basicsr.upcycling import matlab_bicubic_downscale, padded_forward, random_grid_positions, zoom_in_tiles
+
+DUKD_OPT_KEYS = ('n_gt_sub', 'zoom_out', 'zero_grad_between_steps')
+
+
+@MODEL_REGISTRY.register()
+class DUKDModel(KDModel):
+    """KD base + DUKD's zoom-in/zoom-out upcycling as a second optimizer step per iteration."""
+
+    def setup_losses(self) -> None:
+        super().setup_losses()
+        train_opt = self.opt['train']
+        if self.cri_kd is None:
+            raise OptionError(f'train.kd_opt: missing; {type(self).__name__} needs the KD loss (kd_opt or logits_opt), '
+                              'which also weighs the zoom-in and zoom-out terms.')
+        dukd_opt = train_opt.get('dukd_opt') or {}
+        unknown = sorted(set(dukd_opt) - set(DUKD_OPT_KEYS))
+        if unknown:
+            raise OptionError(f'train.dukd_opt.{unknown[0]}: unknown key; {type(self).__name__} knows '
+                              f'{", ".join(DUKD_OPT_KEYS)}.')
+        n_gt_sub = dukd_opt.get('n_gt_sub', 1)
+        # DUKD's files give a one-element list and its code reads the first entry
+        self.n_gt_sub = int(n_gt_sub[0] if isinstance(n_gt_sub, (list, tuple)) else n_gt_sub)
+        scale = int(self.opt['scale'])
+        if not 1 <= self.n_gt_sub <= scale * scale:
+            raise OptionError(f'train.dukd_opt.n_gt_sub: {n_gt_sub}; a x{scale} GT patch holds 1 to {scale * scale} '
+                              'LQ-sized zoom-in tiles.')
+        self.zoom_out = bool(dukd_opt.get('zoom_out', False))
+        self.zero_grad_between_steps = bool(dukd_opt.get('zero_grad_between_steps', False))
+        noisy = train_opt.get('noisy', self.opt.get('noisy'))
+        # as DUKD: an absent or empty `noisy` turns label consistency off
+        self.zoom_in_prob = float(noisy.get('prob', 0.3)) if noisy else None
+        if self.zoom_in_prob is not None and not 0 <= self.zoom_in_prob <= 1:
+            raise OptionError(f'train.noisy.prob: {self.zoom_in_prob}; a probability must lie in [0, 1].')
+
+    def loss_names(self) -> List[str]:
+        names = super().loss_names() + ['l_zoom_in']
+        if self.zoom_out:
+            names += (['l_zoom_out_pix'] if self.cri_pix is not None else []) + ['l_zoom_out_kd']
+        return names
+
+    # ------------------------------------------------------------------ random draws (the model's stream)
+    def draw_zoom_in_cells(self) -> List[Tuple[int, int]]:
+        """The grid cells of this iteration's zoom-in tiles, one draw for the whole batch."""
+        return random_grid_positions(int(self.opt['scale']), self.n_gt_sub)
+
+    def draw_label_masks(self, tiles: Tensor) -> Dict[str, Tensor]:
+        """Per-tile masks of the label-consistency ops (:data:`~dckd_basicsr.invertible_ops.INVERTIBLE_OPS`)."""
+        return random_invertible_ops(tiles, self.zoom_in_prob)
+
+    # ------------------------------------------------------------------ training step
+    def upcycling_terms(self) -> 'OrderedDict[str, Tensor]':
+        """Step 2's terms. The student passes go through ``self.net_g`` (DDP-wrapped when distributed), so that
+        DDP prepares this step's own gradient all-reduce."""
+        # SwinIR students and teachers need sizes divisible by their windows (a 12x12 zoom-out at x4)
+        multiple = math.lcm(self.pad_multiple, int(self.opt['network_t'].get('window_size', 1)))
+        terms = OrderedDict()
+        with contextlib.ExitStack() as stack:
+            for recorder in (getattr(self, 'fakd_student', None), getattr(self, 'fakd_teacher', None)):
+                if recorder is not None:
+                    stack.enter_context(recorder.paused())
+            tiles = zoom_in_tiles(self.gt, tuple(self.lq.shape[-2:]), self.draw_zoom_in_cells())
+            target = padded_forward(self.teacher, tiles, multiple)
+            if self.zoom_in_prob is None:
+                output = padded_forward(self.net_g, tiles, multiple)
+            else:
+                masks = self.draw_label_masks(tiles)
+                output = undo_invertible_ops(padded_forward(self.net_g, apply_invertible_ops(tiles, masks), multiple),
+                                             masks)
+            terms['l_zoom_in'] = self.cri_kd(output, target)
+            if self.zoom_out:
+                scale = int(self.opt['scale'])
+                if self.cri_pix is not None and (self.lq.size(-2) % scale or self.lq.size(-1) % scale):
+                    raise OptionError(f'train.dukd_opt.zoom_out: the LQ patch ({self.lq.size(-2)}x{self.lq.size(-1)}) '
+                                      f'must be divisible by the scale ({scale}) for the zoomed-out output to match '
+                                      'it; choose datasets.train.gt_size divisible by scale * scale.')
+                small = matlab_bicubic_downscale(self.lq, scale)
+                output = padded_forward(self.net_g, small, multiple)
+                if self.cri_pix is not None:
+                    terms['l_zoom_out_pix'] = self.cri_pix(output, self.lq)
+                terms['l_zoom_out_kd'] = self.cri_kd(output, padded_forward(self.teacher, small, multiple))
+        return terms
+
+    def backward_and_step(self, losses: 'OrderedDict[str, Tensor]') -> List[str]:
+        """Backward on the sum of ``losses``; an optimizer step unless a term is non-finite (those are returned)."""
+        sum(losses.values()).backward()
+        nonfinite = self.nonfinite_terms(losses)
+        if not nonfinite:
+            self.optimizer_g.step()
+        return nonfinite
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """Step 1 (KD base terms), step 2 (upcycling), then EMA and :meth:`after_step` once, as DUKD does.
+
+        Each step is skipped on its own when one of its terms is NaN/Inf; EMA and :meth:`after_step` run when at
+        least one step was taken. Under DDP the finiteness flags are all-reduced, so every rank skips alike."""
+        with self.model_random_stream():
+            self.optimizer_g.zero_grad(set_to_none=True)
+            self.output = self.net_g(self.lq)
+            self.run_teacher()
+            first = self.compute_losses(current_iter)
+            skipped_first = self.backward_and_step(first)
+            if skipped_first or self.zero_grad_between_steps:  # never carry NaN/Inf gradients into step 2
+                self.optimizer_g.zero_grad(set_to_none=True)
+            second = self.upcycling_terms()
+            skipped_second = self.backward_and_step(second)
+        losses = OrderedDict(first)
+        losses.update(second)
+        self.log_dict = self.reduce_loss_dict(losses)
+        if skipped_first and skipped_second:
+            self.skip_nonfinite_step(current_iter, skipped_first + skipped_second)
+            return
+        if skipped_first or skipped_second:
+            self.skip_half_step(current_iter, 1 if skipped_first else 2, skipped_first or skipped_second)
+        else:
+            self.nonfinite_steps = 0
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        self.after_step(current_iter)
+
+    def skip_half_step(self, current_iter: int, step: int, terms: List[str]) -> None:
+        """Log a skipped step ``step`` of 2; it counts towards ``train.max_nonfinite_steps`` like a skipped
+        iteration (a term that stays non-finite stops the run)."""
+        self.nonfinite_steps = getattr(self, 'nonfinite_steps', 0) + 1
+        limit = self.max_nonfinite_steps()
+        values = ', '.join(f'{name} = {self.log_dict[name]}' for name in terms)
+        get_root_logger().warning(
+            f'iter {current_iter}: non-finite loss ({values}); skipped optimizer step {step} of 2, the other step and '
+            f'the EMA update ran ({self.nonfinite_steps} in a row{f", the run stops at {limit}" if limit else ""}).')
+        if limit and self.nonfinite_steps >= limit:
+            raise NonFiniteLossError(
+                f'iter {current_iter}: {self.nonfinite_steps} consecutive iterations had a non-finite loss (last: '
+                f'{values}), the limit set by train.max_nonfinite_steps ({limit}); stopping. Check the teacher '
+                'checkpoint for NaN/Inf and the learning rate, or raise train.max_nonfinite_steps (0 never stops).')
+
+
+@MODEL_REGISTRY.register()
+class DUKD(DUKDModel):
+    """``model_type: DUKD``, the name in the authors' option files: the same model as :class:`DUKDModel`."""
