@@ -117,7 +117,8 @@ def test_methods_of_a_group_differ_only_in_their_keys(backbone, scale):
         labels = labels_from_name(row['name'])
         assert (labels['backbone'], labels['scale'], labels['method']) == (backbone, scale, TABLE2_LABEL[method])
         if method != 'Scratch' or backbone == 'RCAN':
-            assert labels_from_options(load_option_file(sr_file(backbone, scale, method)))['method'] == TABLE2_LABEL[method]
+            from_options = labels_from_options(load_option_file(sr_file(backbone, scale, method)))
+            assert from_options['method'] == TABLE2_LABEL[method]
 
 
 @pytest.mark.parametrize('backbone,scale', GROUPS)

@@ -106,7 +106,8 @@ class KDModel(SRModel):
         net_g_opt = opt['network_g']
         val_opt = opt.get('val') or {}
         # val.window_size is the key of the authors' files (BasicSR's SRModel ignores it)
-        self.pad_multiple = int(val_opt.get('pad_multiple', val_opt.get('window_size', net_g_opt.get('window_size', 1))))
+        window = val_opt.get('window_size', net_g_opt.get('window_size', 1))
+        self.pad_multiple = int(val_opt.get('pad_multiple', window))
 
     # ------------------------------------------------------------------ set-up
     def init_training_settings(self):
