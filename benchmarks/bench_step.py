@@ -51,6 +51,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from dckd_basicsr.archs.vqgan_arch import DEFAULT_DDCONFIG
+
 BASE = dict(upscale=4, in_chans=3, img_size=48, window_size=8, img_range=1., mlp_ratio=2, upsampler='pixelshuffle',
             resi_connection='1conv', type='SwinIR')
 RCAN = dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=64, num_group=10, upscale=4)
@@ -59,9 +61,7 @@ CONFIGS = {
                    teacher=dict(BASE, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6)),
     'rcan': dict(student=dict(RCAN, num_block=6), teacher=dict(RCAN, num_block=20)),
 }
-VQGAN = dict(type='VQGAN', embed_dim=256, n_embed=1024,
-             ddconfig=dict(double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128,
-                           ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2, attn_resolutions=[16], dropout=0.0))
+VQGAN = dict(type='VQGAN', embed_dim=256, n_embed=1024, ddconfig=DEFAULT_DDCONFIG)  # taming's f16-1024
 METHODS = ('scratch', 'logits KD', 'DCKD exact', 'DCKD exact, channels_last', 'DCKD fast')
 FAST = dict(autocast='bf16', channels_last=True)
 BREAKDOWN = ('student fwd', 'teacher', 'negatives', 'encoder', 'losses', 'backward', 'rest')

@@ -1,8 +1,11 @@
-"""Every patch dckd-basicsr applies to PyPI basicsr 1.4.2, one function each.
+"""Every patch dckd-basicsr applies to PyPI basicsr 1.4.2, one function each; :func:`apply_all` installs them all.
 
-Each function names the BasicSR function it replaces and the failure it fixes. :func:`apply_all` runs them in order;
-``import dckd_basicsr`` calls it. BasicSR modules are imported inside the functions because the first patch must be in
-place before ``basicsr`` is imported at all.
+Each ``patch_<name>`` replaces the BasicSR function ``<name>`` (its docstring names it and the failure it fixes).
+The replacements that belong to a concept of their own live with it and are only installed here: resuming and
+atomic checkpoint writes in :mod:`dckd_basicsr.resume`, the ``python -m basicsr.train`` / ``basicsr/train.py``
+entry points in :mod:`dckd_basicsr.entry`. ``import dckd_basicsr`` calls :func:`apply_all` first. BasicSR and
+those two modules are imported inside the functions, because the torchvision alias must be in place before
+``basicsr`` is imported at all.
 """
 import os
 import sys
@@ -12,14 +15,11 @@ from typing import Any, Dict, Optional
 from dckd_basicsr.errors import OptionError, UnknownTypeError
 from dckd_basicsr.option_checks import check_options, registered_plugin_names
 
-# Networks that the plugin's models never train or save; resume must leave their checkpoint paths alone.
-FROZEN_NETWORKS = ('network_t', 'network_vqgan', 'network_his')
-
 
 def alias_torchvision_functional_tensor() -> None:
-    """Make ``torchvision.transforms.functional_tensor`` importable again.
+    """Provide ``torchvision.transforms.functional_tensor``, which ``basicsr.data.degradations`` imports.
 
-    Replaces nothing in BasicSR: ``basicsr/data/degradations.py`` imports ``rgb_to_grayscale`` from that module, which
+    Replaces no BasicSR function: ``basicsr/data/degradations.py`` imports ``rgb_to_grayscale`` from that module, which
     torchvision removed in 0.17, so ``import basicsr`` fails. ``torchvision.transforms.functional`` has the same
     function. DataLoader workers are spawned processes that import basicsr again, so this must run at import of the
     plugin (and of basicsr through the import hook), never only in ``__main__``.
@@ -36,9 +36,16 @@ def alias_torchvision_functional_tensor() -> None:
 def patch_registry_get() -> None:
     """Replace ``basicsr.utils.registry.Registry.get``.
 
-    BasicSR's version prints "Name X is not found, use name: X_basicsr!" on every miss and then raises a bare
-    ``KeyError`` that does not say what exists. Ours raises :class:`UnknownTypeError` (a ``KeyError``) listing the
-    registered names, the plugin's first, with close matches for typos.
+    BasicSR's version prints "Name X is not found, use name: X_basicsr!" on every miss (even when the ``_basicsr``
+    name then exists) and then raises a bare ``KeyError`` that does not say what exists. Ours raises
+    :class:`UnknownTypeError` (a ``KeyError`` and an :class:`OptionError`) listing the registered names, the plugin's
+    first, with close matches for typos.
+
+    Not redundant with :func:`dckd_basicsr.option_checks.check_option_types`, which covers only option files that
+    go through ``parse_options`` (the train and test entry points). Names reach ``Registry.get`` without it from
+    ``dckd-convert --arch X`` and ``dckd-convert -opt X.yml --network KEY`` (an option file read directly), and from
+    user code calling ``build_network`` / ``build_loss`` / ``build_model`` (or a model built in-process, as the
+    tests do); there this patch gives the same message, which the entry points print without a traceback.
     """
     from basicsr.utils.registry import Registry
 
@@ -90,11 +97,13 @@ def patch_parse_options() -> None:
     ``path.experiments_root`` / ``path.results_root``. Ours puts them under the current working directory, or under
     those two options when given (as parent folders, like BasicSR master), always as absolute paths. It also runs
     :func:`dckd_basicsr.option_checks.check_options`, so mistakes fail before anything is built, with the option key
-    in the message.
+    in the message, and, being the first call of ``train_pipeline``, points a BasicSR clone's ``python
+    basicsr/train.py`` at the patched functions (:func:`dckd_basicsr.entry.adopt_script_functions`).
     """
     import basicsr.test
     import basicsr.train
     from basicsr.utils import options
+    from dckd_basicsr.entry import adopt_script_functions
 
     original = options.parse_options
 
@@ -119,126 +128,41 @@ def patch_parse_options() -> None:
     basicsr.test.parse_options = parse_options
 
 
-# Functions BasicSR's train.py defines itself (the rest it imports, so it gets the patched ones) and that
-# train_pipeline looks up as module globals at call time.
-SCRIPT_FUNCTIONS = ('load_resume_state', 'create_train_val_dataloader')
-
-
-def adopt_script_functions() -> None:
-    """Point a BasicSR clone's ``python basicsr/train.py`` at the patched functions.
-
-    That file then runs as ``__main__`` with its own copies of :data:`SCRIPT_FUNCTIONS` (BasicSR's CUDA-only resume,
-    the data position lost on resume), which no patch of ``basicsr.train`` reaches, and they are defined only after
-    its imports (when the plugin is applied). ``parse_options`` is the first call of ``train_pipeline``, by which time
-    they exist: it calls this, which replaces them in ``__main__`` with those of the patched ``basicsr.train``.
-    Anything else (a ``__main__`` without BasicSR's ``train_pipeline`` / ``load_resume_state``) is left alone.
-    """
-    import basicsr.train
-    main = sys.modules.get('__main__')
-    if main is None or main is basicsr.train:
-        return
-    names = vars(main)
-    if not callable(names.get('train_pipeline')) or not callable(names.get('load_resume_state')):
-        return
-    for name in SCRIPT_FUNCTIONS:
-        own = names.get(name)
-        if callable(own) and getattr(own, '__module__', None) == '__main__':
-            setattr(main, name, getattr(basicsr.train, name))
-
-
-def latest_training_state(state_dir: str) -> Optional[str]:
-    """Path of the ``<iter>.state`` file with the largest iteration in ``state_dir``, or None.
-
-    Only complete files carry that name (see :func:`atomic_save`); temporaries (``<iter>.state.tmp<pid>``) left by a
-    kill during a save, and any other name, are ignored.
-    """
-    if not osp.isdir(state_dir):
-        return None
-    iters = [int(name[:-len('.state')]) for name in os.listdir(state_dir)
-             if name.endswith('.state') and name[:-len('.state')].isdigit()]
-    return osp.join(state_dir, f'{max(iters)}.state') if iters else None
-
-
 def patch_load_resume_state() -> None:
     """Replace ``basicsr.train.load_resume_state`` (``train_pipeline`` looks it up as a module global).
 
     BasicSR's version calls ``torch.cuda.current_device()`` and maps every storage to CUDA, so resume fails on a
     machine without a GPU, and ``--auto_resume`` searches ``./experiments/<name>/training_states`` relative to the
-    working directory instead of the run's own ``path.training_states``. Ours maps to the run's device, searches
-    the run's folder, loads with ``weights_only=True`` and names a missing ``path.resume_state`` file.
+    working directory instead of the run's own ``path.training_states``. :func:`dckd_basicsr.resume.load_resume_state`
+    maps to the run's device, searches the run's folder for its latest complete state, loads with
+    ``weights_only=True``, names a missing ``path.resume_state`` file and records the data position for
+    :func:`patch_create_train_val_dataloader`.
     """
     import basicsr.train
-    import torch
-
-    def load_resume_state(opt):
-        state_path = None
-        if opt['auto_resume']:
-            state_path = latest_training_state(opt['path']['training_states'])
-            if state_path is not None:
-                opt['path']['resume_state'] = state_path
-        elif opt['path'].get('resume_state'):
-            state_path = opt['path']['resume_state']
-            if not osp.isfile(state_path):
-                raise OptionError(f'path.resume_state: {state_path} does not exist.')
-        if state_path is None:
-            return None
-        use_cuda = opt['num_gpu'] != 0 and torch.cuda.is_available()
-        map_location = torch.device('cuda', torch.cuda.current_device()) if use_cuda else torch.device('cpu')
-        resume_state = torch.load(state_path, map_location=map_location, weights_only=True)
-        basicsr.train.check_resume(opt, resume_state['iter'])
-        # where the data loader stood, for patch_train_dataloader_position
-        opt['resume_position'] = {'epoch': resume_state['epoch'], 'iter': resume_state['iter']}
-        return resume_state
+    from dckd_basicsr.resume import load_resume_state
 
     basicsr.train.load_resume_state = load_resume_state
 
 
-def patch_train_dataloader_position() -> None:
+def patch_create_train_val_dataloader() -> None:
     """Wrap ``basicsr.train.create_train_val_dataloader`` (``train_pipeline`` looks it up as a module global).
 
     BasicSR 1.4.2 has two faults here. On resume it starts the saved epoch again from its first batch, so a
     checkpoint taken after ``b`` batches of epoch ``e`` makes the resumed run draw those ``b`` batches again (even
-    when ``b`` is the whole epoch: the state records ``e``, not ``e + 1``). And it counts ``ceil(N / batch)``
-    iterations per epoch while its loader drops each epoch's incomplete batch, so with few images a run ends before
-    ``total_iter`` without a word. Ours makes the sampler skip, once, the indices of epoch ``e`` it had already handed
-    out (``iter - e * iterations_per_epoch`` batches, recorded by :func:`patch_load_resume_state`), and derives the
-    number of epochs from the loader's real length.
+    when ``b`` is the whole epoch: the state records ``e``, not ``e + 1``); :func:`dckd_basicsr.resume.continue_epoch`
+    makes the sampler skip them once. And it counts ``ceil(N / batch)`` iterations per epoch while its loader drops
+    each epoch's incomplete batch, so with few images a run ends before ``total_iter`` without a word;
+    :func:`dckd_basicsr.resume.number_of_epochs` counts with the loader's real length.
     """
-    import math
-
     import basicsr.train
-    from basicsr.data.data_sampler import EnlargedSampler
-    from basicsr.utils import get_root_logger
-
-    class ResumedSampler(EnlargedSampler):
-        """An :class:`EnlargedSampler` that leaves out the first ``skip`` indices of epoch ``skip_epoch``, once."""
-
-        def __iter__(self):
-            indices = list(super().__iter__())
-            if self.epoch == self.skip_epoch:
-                indices, self.skip_epoch = indices[self.skip:], None
-            return iter(indices)
+    from dckd_basicsr.resume import continue_epoch, number_of_epochs
 
     original = basicsr.train.create_train_val_dataloader
 
     def create_train_val_dataloader(opt, logger):
         train_loader, sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
-        per_epoch = len(train_loader)
-        if per_epoch == 0:
-            raise OptionError('datasets.train: fewer training samples than one batch (batch_size_per_gpu x number '
-                              'of processes); lower the batch size or raise dataset_enlarge_ratio.')
-        total_epochs = math.ceil(total_iters / per_epoch)
-        position = opt.get('resume_position')
-        if position and isinstance(sampler, EnlargedSampler):
-            done = position['iter'] - position['epoch'] * per_epoch
-            if 0 < done <= per_epoch:
-                sampler.__class__ = ResumedSampler
-                sampler.skip_epoch, sampler.skip = position['epoch'], done * train_loader.batch_size
-            else:
-                get_root_logger().warning(
-                    f"Resume: iteration {position['iter']} does not fall in epoch {position['epoch']} of "
-                    f'{per_epoch} iterations (batch size, processes or data changed?); the epoch restarts from its '
-                    'first batch.')
+        total_epochs = number_of_epochs(train_loader, total_iters)
+        continue_epoch(opt, train_loader, sampler)
         return train_loader, sampler, val_loaders, total_epochs, total_iters
 
     create_train_val_dataloader.__doc__ = original.__doc__
@@ -250,31 +174,15 @@ def patch_check_resume() -> None:
 
     BasicSR's version rewrites every ``path.pretrain_network_*`` to ``models/net_*_<iter>.pth`` and every
     ``param_key_*: params_ema`` to ``params``. For a teacher or an encoder, which are never saved, that points resume
-    at files that do not exist (and switches the teacher to the wrong weights). Ours rewrites a path only when the
-    run saved that network at the resume iteration, never for :data:`FROZEN_NETWORKS` or
+    at files that do not exist (and switches the teacher to the wrong weights). :func:`dckd_basicsr.resume.check_resume`
+    rewrites a path only when the run saved that network at the resume iteration, never for the frozen networks or
     ``path.ignore_resume_networks``, and changes ``param_key_*`` only for the rewritten networks.
     """
     import basicsr.train
     import basicsr.utils
     from basicsr.utils import misc
+    from dckd_basicsr.resume import check_resume
 
-    def check_resume(opt, resume_iter):
-        if not opt['path'].get('resume_state'):
-            return
-        ignored = set(FROZEN_NETWORKS) | set(opt['path'].get('ignore_resume_networks') or [])
-        for network in [key for key in opt if key.startswith('network_') and key not in ignored]:
-            basename = network[len('network_'):]
-            saved = osp.join(opt['path']['models'], f'net_{basename}_{resume_iter}.pth')
-            if not osp.isfile(saved):
-                if network == 'network_g':
-                    raise OptionError(f"resuming from {opt['path']['resume_state']} needs {saved}, which is missing.")
-                continue
-            opt['path'][f'pretrain_{network}'] = saved
-            print(f'Resume: set path.pretrain_{network} to {saved}', flush=True)
-            if opt['path'].get(f'param_key_{basename}') == 'params_ema':
-                opt['path'][f'param_key_{basename}'] = 'params'
-
-    check_resume.__doc__ = misc.check_resume.__doc__
     misc.check_resume = check_resume
     basicsr.utils.check_resume = check_resume
     basicsr.train.check_resume = check_resume
@@ -326,79 +234,34 @@ def patch_model_to_device() -> None:
     BaseModel.model_to_device = model_to_device
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same folder, flushed to disk and renamed.
+def patch_save_network() -> None:
+    """Replace ``basicsr.models.base_model.BaseModel.save_network``.
 
-    ``os.replace`` is atomic on POSIX and Windows, so ``path`` is either the previous file (or absent) or the complete
-    new one; a process killed mid-write leaves only ``<path>.tmp<pid>``, a name resume never reads.
-    """
-    import torch
-    temporary = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(temporary, 'wb') as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if osp.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def _save_with_retries(obj: Any, path: str, what: str) -> None:
-    """:func:`atomic_save`, retried 3 times a second apart as BasicSR does; a final failure is logged, not raised."""
-    import time
-
-    from basicsr.utils import get_root_logger
-    for remaining in (2, 1, 0):
-        try:
-            atomic_save(obj, path)
-            return
-        except OSError as error:
-            get_root_logger().warning(f'Saving {what} {path} failed: {error}; {remaining} retries left.')
-            if remaining:
-                time.sleep(1)
-    get_root_logger().warning(f'Could not save {path}; training continues without it.')
-
-
-def patch_atomic_saves() -> None:
-    """Replace ``basicsr.models.base_model.BaseModel.save_network`` and ``BaseModel.save_training_state``.
-
-    BasicSR's versions ``torch.save`` straight to ``models/net_*_<iter>.pth`` and ``training_states/<iter>.state``;
-    a kill (pre-emption, out-of-memory killer) during the write leaves a truncated file under the final name, which
-    ``--auto_resume`` then picks as the latest state and fails on, or loads half a network from. Ours write the same
-    files with the same content through :func:`atomic_save`, on rank 0 only, as before.
+    BasicSR's version writes ``models/net_*_<iter>.pth`` with ``torch.save`` straight under its final name; a kill
+    (pre-emption, out-of-memory killer) during the write leaves a truncated file, from which a resume loads half a
+    network.
+    :func:`dckd_basicsr.resume.save_network` writes the same file with the same content through
+    :func:`dckd_basicsr.resume.save_atomically` (temporary file, then rename; retried like BasicSR), on rank 0 only.
     """
     from basicsr.models.base_model import BaseModel
-    from basicsr.utils.dist_util import master_only
+    from dckd_basicsr.resume import save_network
 
-    @master_only
-    def save_network(self, net, net_label, current_iter, param_key='params'):
-        nets = net if isinstance(net, list) else [net]
-        keys = param_key if isinstance(param_key, list) else [param_key]
-        if len(nets) != len(keys):
-            raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys.')
-        save_dict = {}
-        for net_, key in zip(nets, keys):
-            state = self.get_bare_model(net_).state_dict()
-            save_dict[key] = {(name[len('module.'):] if name.startswith('module.') else name): value.cpu()
-                              for name, value in state.items()}
-        label = 'latest' if current_iter == -1 else current_iter
-        _save_with_retries(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'), 'network')
-
-    @master_only
-    def save_training_state(self, epoch, current_iter):
-        if current_iter == -1:
-            return
-        state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers]}
-        path = osp.join(self.opt['path']['training_states'], f'{current_iter}.state')
-        _save_with_retries(state, path, 'training state')
-
-    save_network.__doc__ = BaseModel.save_network.__doc__
-    save_training_state.__doc__ = BaseModel.save_training_state.__doc__
     BaseModel.save_network = save_network
+
+
+def patch_save_training_state() -> None:
+    """Replace ``basicsr.models.base_model.BaseModel.save_training_state``.
+
+    BasicSR's version writes ``training_states/<iter>.state`` with ``torch.save`` straight under its final name; a
+    kill during the write leaves a truncated file, which ``--auto_resume`` then picks as the latest state and fails
+    on.
+    :func:`dckd_basicsr.resume.save_training_state` writes the same file through
+    :func:`dckd_basicsr.resume.save_atomically`, on rank 0 only (the plugin's models add their random states and use
+    the same writer).
+    """
+    from basicsr.models.base_model import BaseModel
+    from dckd_basicsr.resume import save_training_state
+
     BaseModel.save_training_state = save_training_state
 
 
@@ -423,7 +286,7 @@ def patch_get_optimizer() -> None:
     BaseModel.get_optimizer = get_optimizer
 
 
-def patch_build_model_progressive() -> None:
+def patch_build_model() -> None:
     """Wrap ``basicsr.models.build_model`` (also bound in ``basicsr.train``) to attach progressive patch training.
 
     BasicSR 1.4.2 silently ignores Restormer's ``datasets.train.mini_batch_sizes`` / ``gt_sizes`` / ``iters``; the
@@ -447,57 +310,24 @@ def patch_build_model_progressive() -> None:
     basicsr.train.build_model = build_model
 
 
-class _PipelineMainLoader:
-    """Stands in for the loader of ``basicsr.train`` / ``basicsr.test`` when runpy asks it for ``__main__`` code."""
-
-    def __init__(self, loader, module_name: str, pipeline: str):
-        self._loader = loader
-        self._module_name = module_name
-        self._pipeline = pipeline
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
-
-    def get_code(self, fullname):
-        if fullname != self._module_name:
-            return self._loader.get_code(fullname)
-        source = (f'from dckd_basicsr.entry import run_pipeline\n'
-                  f'if __name__ == "__main__":\n'
-                  f'    run_pipeline({self._module_name!r}, {self._pipeline!r})\n')
-        return compile(source, f'<dckd_basicsr: python -m {self._module_name}>', 'exec')
-
-
-def patch_module_entry_points() -> None:
-    """Make ``python -m basicsr.train`` / ``python -m basicsr.test`` run the patched pipelines.
-
-    runpy executes ``basicsr/train.py`` as a fresh ``__main__`` module whose ``load_resume_state`` is a new copy of
-    BasicSR's, untouched by :func:`patch_load_resume_state`. runpy fetches that code from the loader of the
-    already-imported ``basicsr.train``; ours returns code that calls the imported module's ``train_pipeline`` (so
-    the patched globals apply) with the working directory as root, and reports option errors without a traceback.
-    """
-    for module_name, pipeline in (('basicsr.train', 'train_pipeline'), ('basicsr.test', 'test_pipeline')):
-        module = sys.modules[module_name]
-        spec = module.__spec__
-        if spec is not None and not isinstance(spec.loader, _PipelineMainLoader):
-            spec.loader = _PipelineMainLoader(spec.loader, module_name, pipeline)
-
-
 def apply_all() -> None:
     """Apply every patch, the torchvision alias first. Safe to call more than once."""
     alias_torchvision_functional_tensor()
     import basicsr.utils.registry
     if getattr(basicsr.utils.registry, '_dckd_patched', False):
         return
+    from dckd_basicsr.entry import patch_module_entry_points
     patch_registry_get()
     patch_parse_options()
     patch_load_resume_state()
-    patch_train_dataloader_position()
+    patch_create_train_val_dataloader()
     patch_check_resume()
     patch_init_dist_pytorch()
     patch_model_to_device()
     patch_get_optimizer()
-    patch_atomic_saves()
-    patch_build_model_progressive()
+    patch_save_network()
+    patch_save_training_state()
+    patch_build_model()
     patch_module_entry_points()
     basicsr.utils.registry._dckd_patched = True
 

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 import dckd_basicsr  # noqa: F401  (BasicSR compatibility patches and plugin archs)
-from dckd_basicsr.checkpoints import CHECKPOINT_REGISTRY, format_report, load_pretrained
+from dckd_basicsr.checkpoints import CHECKPOINT_REGISTRY, detection_order, format_report, load_pretrained
 from dckd_basicsr.errors import OptionError, report_option_errors
 
 
@@ -86,7 +86,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument('input', help='checkpoint to convert')
     parser.add_argument('output', help='BasicSR file to write ({"params": ...})')
     parser.add_argument(
-        '--format', default='auto', help=f'checkpoint format: auto or one of {", ".join(CHECKPOINT_REGISTRY.keys())}')
+        '--format',
+        default='auto',
+        help=f'checkpoint format: one of {", ".join(CHECKPOINT_REGISTRY.keys())}, or auto, which asks the detectors of '
+        f'{", ".join(name for name, _ in detection_order())} in this order and otherwise takes the names as they are '
+        '(basicsr for params/params_ema files, state_dict otherwise)')
     parser.add_argument('--arch', help='network type in ARCH_REGISTRY, e.g. RCAN, EDSR, SwinIR, VQGAN')
     parser.add_argument(
         '--arch-opt',

@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from dckd_basicsr.errors import OptionError
+from dckd_basicsr.options import train_option
 
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')
 
@@ -128,8 +129,7 @@ class NegativeGenerator:
         names = ('num_neg', 'gaussian_noise_prob', 'gray_noise_prob', 'gaussian_blur_prob', 'resize_prob',
                  'noise_range', 'blur_kernel_range', 'blur_sigma', 'resize_up_prob', 'resize_up_range',
                  'resize_down_range')
-        train_opt = opt.get('train') or {}
-        kwargs = {name: train_opt.get(name, opt.get(name)) for name in names}
+        kwargs = {name: train_option(opt, name) for name in names}
         return cls(**{name: value for name, value in kwargs.items() if value is not None})
 
     def draw(self, lq: Tensor) -> List[CopyDraws]:

@@ -39,10 +39,6 @@ ITER_RE = re.compile(r'\[epoch:\s*\d+, iter:\s*([\d,]+), lr:\([^)]*\)\][^\n]*?\]
 LOSS_RE = re.compile(r'(\w+): ([-+\d.e]+|nan|inf)')
 # Full and --fast run lengths: iterations for the teacher and for each student.
 SCHEDULES = {'full': {'teacher': 2000, 'student': 1500}, 'fast': {'teacher': 30, 'student': 15}}
-FULL_VQGAN = {'embed_dim': 256, 'n_embed': 1024,
-              'ddconfig': {'double_z': False, 'z_channels': 256, 'resolution': 256, 'in_channels': 3, 'out_ch': 3,
-                           'ch': 128, 'ch_mult': [1, 1, 2, 2, 4], 'num_res_blocks': 2, 'attn_resolutions': [16],
-                           'dropout': 0.0}}
 
 
 def options_dir() -> str:
@@ -94,7 +90,8 @@ def concrete_options(method: str, args: argparse.Namespace, iters: int) -> dict:
     opt['logger']['save_checkpoint_freq'] = iters
     opt['logger']['print_freq'] = max(1, min(50, iters // 20))
     if method == 'DCKD' and args.vqgan:
-        opt['network_vqgan'] = dict(type='VQGAN', **copy.deepcopy(FULL_VQGAN))
+        from dckd_basicsr.archs.vqgan_arch import DEFAULT_DDCONFIG  # the f16-1024 model, as the paper
+        opt['network_vqgan'] = dict(type='VQGAN', embed_dim=256, n_embed=1024, ddconfig=copy.deepcopy(DEFAULT_DDCONFIG))
         opt['path']['pretrain_network_vqgan'] = osp.abspath(args.vqgan)
         opt['path']['param_key_vqgan'] = 'state_dict'
         opt['path']['strict_load_vqgan'] = False

@@ -1,6 +1,16 @@
-"""Shared body of every training and testing entry point: BasicSR's own pipelines, rooted at the working directory."""
+"""Every way to start BasicSR's training and test pipelines with the plugin, and what makes each run the same code.
+
+* ``dckd-train`` / ``python -m dckd_basicsr.train`` / ``python dckd_basicsr/train.py`` (and the ``test`` ones) call
+  :func:`run_pipeline`.
+* ``python -m basicsr.train`` / ``python -m basicsr.test``: runpy would execute a fresh copy of BasicSR's script as
+  ``__main__``; :func:`patch_module_entry_points` (installed by :func:`dckd_basicsr.compat.apply_all`) makes it run
+  :func:`run_pipeline` instead.
+* A BasicSR clone's ``python basicsr/train.py``: the script itself is ``__main__``; :func:`adopt_script_functions`
+  (called by the patched ``parse_options``) swaps in the patched functions it defines itself.
+"""
 import importlib
 import os
+import sys
 
 from dckd_basicsr.errors import report_option_errors
 
@@ -15,3 +25,67 @@ def run_pipeline(module_name: str, pipeline: str) -> None:
     function = getattr(importlib.import_module(module_name), pipeline)
     with report_option_errors(prog=module_name):
         function(os.getcwd())
+
+
+class PipelineMainLoader:
+    """Stands in for the loader of ``basicsr.train`` / ``basicsr.test`` when runpy asks it for ``__main__`` code."""
+
+    def __init__(self, loader, module_name: str, pipeline: str):
+        self._loader = loader
+        self._module_name = module_name
+        self._pipeline = pipeline
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def get_code(self, fullname):
+        if fullname != self._module_name:
+            return self._loader.get_code(fullname)
+        source = (f'from dckd_basicsr.entry import run_pipeline\n'
+                  f'if __name__ == "__main__":\n'
+                  f'    run_pipeline({self._module_name!r}, {self._pipeline!r})\n')
+        return compile(source, f'<dckd_basicsr: python -m {self._module_name}>', 'exec')
+
+
+def patch_module_entry_points() -> None:
+    """Replace the loader of ``basicsr.train`` / ``basicsr.test``, so ``python -m`` runs the patched pipelines.
+
+    runpy executes ``basicsr/train.py`` as a fresh ``__main__`` module whose ``load_resume_state`` and
+    ``create_train_val_dataloader`` are new copies of BasicSR's, untouched by the patches of ``basicsr.train``. runpy
+    fetches that code from the loader of the already-imported ``basicsr.train``; ours returns code that calls
+    :func:`run_pipeline` (the imported module's pipeline, so the patched globals apply, rooted at the working
+    directory, option errors reported without a traceback).
+    """
+    for module_name, pipeline in (('basicsr.train', 'train_pipeline'), ('basicsr.test', 'test_pipeline')):
+        module = importlib.import_module(module_name)
+        spec = module.__spec__
+        if spec is not None and not isinstance(spec.loader, PipelineMainLoader):
+            spec.loader = PipelineMainLoader(spec.loader, module_name, pipeline)
+
+
+# Functions BasicSR's train.py defines itself (the rest it imports, so it gets the patched ones) and that
+# train_pipeline looks up as module globals at call time.
+SCRIPT_FUNCTIONS = ('load_resume_state', 'create_train_val_dataloader')
+
+
+def adopt_script_functions() -> None:
+    """Point a BasicSR clone's ``python basicsr/train.py`` at the patched functions.
+
+    That file then runs as ``__main__`` with its own copies of :data:`SCRIPT_FUNCTIONS` (BasicSR's CUDA-only resume,
+    the data position lost on resume), which no patch of ``basicsr.train`` reaches, and they are defined only after
+    its imports (when the plugin is applied). ``parse_options`` is the first call of ``train_pipeline``, by which time
+    they exist: the patched ``parse_options`` calls this, which replaces them in ``__main__`` with those of the patched
+    ``basicsr.train``. Anything else (a ``__main__`` without BasicSR's ``train_pipeline`` / ``load_resume_state``) is
+    left alone.
+    """
+    import basicsr.train
+    main = sys.modules.get('__main__')
+    if main is None or main is basicsr.train:
+        return
+    names = vars(main)
+    if not callable(names.get('train_pipeline')) or not callable(names.get('load_resume_state')):
+        return
+    for name in SCRIPT_FUNCTIONS:
+        own = names.get(name)
+        if callable(own) and getattr(own, '__module__', None) == '__main__':
+            setattr(main, name, getattr(basicsr.train, name))

@@ -27,9 +27,11 @@ import contextlib
 import math
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from dckd_basicsr.errors import OptionError
+from dckd_basicsr.options import in_channels
 
 # Relative depths of the stages FAKD taps by default: after groups 3 and 7 of RCAN's 10 (the authors' --features).
 FAKD_DEPTHS = (0.3, 0.7)
@@ -150,3 +152,73 @@ class FeatureRecorder:
         for handle in self.handles:
             handle.remove()
         self.handles = []
+
+
+class FeaturePairs:
+    """The student and teacher maps FAKD compares (``train.fakd_opt``): one :class:`FeatureRecorder` on each network,
+    taps paired in list order.
+
+    ``student_layers`` / ``teacher_layers`` of the option block default to :func:`default_feature_layers` of each
+    network. A dry run on a small input checks, before training, that paired maps have the same spatial size.
+
+    Args:
+        fakd_opt: The ``train.fakd_opt`` block.
+        student_opt, teacher_opt: ``network_g`` and ``network_t`` option blocks (for the defaults and messages).
+        student, teacher: The bare student and the frozen teacher.
+    """
+
+    def __init__(self, fakd_opt: Dict[str, Any], student_opt: Dict[str, Any], teacher_opt: Dict[str, Any],
+                 student: nn.Module, teacher: nn.Module):
+        student_layers = fakd_opt.get('student_layers') or default_feature_layers(student_opt)
+        teacher_layers = fakd_opt.get('teacher_layers') or default_feature_layers(teacher_opt)
+        if student_layers is None:
+            raise OptionError(f"train.fakd_opt.student_layers: missing, and there is no default for network_g.type "
+                              f"{student_opt.get('type')!r} (defaults exist for RCAN and SwinIR); list the student "
+                              'modules whose outputs to distil, e.g. [body.2, body.6, upsample:input].')
+        if teacher_layers is None:
+            raise OptionError(f"train.fakd_opt.teacher_layers: missing, and there is no default for network_t.type "
+                              f"{teacher_opt.get('type')!r}; list one teacher module per student layer.")
+        if len(teacher_layers) != len(student_layers):
+            raise OptionError(f'train.fakd_opt: {len(student_layers)} student_layers but {len(teacher_layers)} '
+                              'teacher_layers; give one teacher layer per student layer.')
+        self.student = FeatureRecorder(student, student_layers, 'train.fakd_opt.student_layers',
+                                       only_in_training=True)
+        self.teacher = FeatureRecorder(teacher, teacher_layers, 'train.fakd_opt.teacher_layers')
+        self.check_shapes(student, teacher, in_channels(student_opt))
+
+    def check_shapes(self, student: nn.Module, teacher: nn.Module, channels: int, size: int = 16) -> None:
+        """Run both networks once on a ``size`` x ``size`` input: every paired map must have the same spatial size."""
+        x = torch.zeros(1, channels, size, size, device=next(student.parameters()).device)
+        was_training = student.training
+        student.eval()  # no batch-norm statistics updated by the dry run; record it although in eval mode
+        self.student.only_in_training = False
+        with torch.no_grad():
+            student(x)
+            teacher(x)
+        self.student.only_in_training = True
+        student.train(was_training)
+        pairs = zip(self.student.layers, self.student.first(), self.teacher.layers, self.teacher.first())
+        self.clear()
+        for s_name, s_map, t_name, t_map in pairs:
+            if s_map.dim() != 4 or t_map.dim() != 4 or s_map.shape[-2:] != t_map.shape[-2:]:
+                raise OptionError(f'train.fakd_opt: student layer {s_name} gives {tuple(s_map.shape)} and teacher '
+                                  f'layer {t_name} {tuple(t_map.shape)} for a {size}x{size} input; paired maps need '
+                                  'the same spatial size (channels may differ).')
+
+    def maps(self, batch: int) -> Tuple[List[Tensor], List[Tensor]]:
+        """The maps of this step's student pass and of the teacher's pass on the LQ batch (its first ``batch``
+        samples, fp32), then forgets them."""
+        student, teacher = self.student.first(), [t[:batch].float() for t in self.teacher.first()]
+        self.clear()
+        return student, teacher
+
+    def clear(self) -> None:
+        self.student.clear()
+        self.teacher.clear()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Forward passes inside the block are recorded by neither network (DUKD's upcycling step)."""
+        with self.student.paused(), self.teacher.paused():
+            yield
+

@@ -61,24 +61,24 @@ def accepted_keys(cls: type) -> Optional[List[str]]:
     return None
 
 
-# Keys of a loss block that the model reads itself and removes before building the loss.
-MODEL_READ_KEYS = {'train.fakd_opt': ('student_layers', 'teacher_layers')}
-
-
 def check_option_keys(opt: Dict[str, Any]) -> None:
     """Every key of a ``network_*`` or ``train.*_opt`` block must be an argument of its ``type``, so a misspelt key
     (``weigths``) or one the type does not have (``reduction`` in ``cl_opt``) is an error naming the key and the
     accepted ones, not silently dropped. Types whose constructor takes any ``**kwargs`` are not checked."""
-    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
+    from dckd_basicsr.loss_terms import model_read_keys
 
     blocks = [(ARCH_REGISTRY, key, value) for key, value in opt.items() if key.startswith('network_')]
     blocks += [(LOSS_REGISTRY, f'train.{key}', value) for key, value in (opt.get('train') or {}).items()
                if key.endswith('_opt')]
+    model = MODEL_REGISTRY.get(opt['model_type']) if opt.get('model_type') in MODEL_REGISTRY else None
+    model_keys = model_read_keys(getattr(model, 'LOSS_TERMS', ()))  # e.g. FAKD's layer names, read by the model
     for registry, where, block in blocks:
         if not isinstance(block, dict) or block.get('type') not in registry:
             continue
         accepted = accepted_keys(registry.get(block['type']))
-        unknown = sorted(set(block) - {'type', *MODEL_READ_KEYS.get(where, ())} - set(accepted or ()))
+        unknown = sorted(set(block) - {'type', *model_keys.get(where, ())} - set(accepted or ()))
         if accepted is not None and unknown:
             raise OptionError(f"{where}.{unknown[0]}: {block['type']} has no option {unknown[0]!r}; it accepts "
                               f"{', '.join(accepted)}.")

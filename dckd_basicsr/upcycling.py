@@ -11,8 +11,7 @@ frozen teacher's output is the label (:class:`dckd_basicsr.models.dukd_model.DUK
 
 :func:`matlab_bicubic_downscale` is BasicSR's ``imresize`` (same weights, from BasicSR's
 ``calculate_weights_indices``, and the same symmetric border) written as two matrix products, so it runs batched
-and on the tensors' device. :func:`padded_forward` runs a network on inputs whose size is no multiple of its window
-(SwinIR on a 12x12 zoom-out) by reflect-padding and cropping back, as validation does.
+and on the tensors' device.
 """
 import functools
 import math
@@ -20,8 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from basicsr.utils.matlab_functions import calculate_weights_indices
-from torch import Tensor, nn
-from torch.nn import functional as F
+from torch import Tensor
 
 
 @functools.lru_cache(maxsize=32)
@@ -65,15 +63,3 @@ def zoom_in_tiles(gt: Tensor, tile_size: Tuple[int, int], positions: Sequence[Tu
     if any(not (0 <= i and (i + 1) * h <= gt.size(-2) and 0 <= j and (j + 1) * w <= gt.size(-1)) for i, j in positions):
         raise ValueError(f'grid cells {list(positions)} of {h}x{w} tiles do not fit a {gt.size(-2)}x{gt.size(-1)} GT.')
     return torch.cat([gt[..., i * h:(i + 1) * h, j * w:(j + 1) * w] for i, j in positions])
-
-
-def padded_forward(net: nn.Module, x: Tensor, multiple: int) -> Tensor:
-    """``net(x)``, with ``x`` reflect-padded (bottom/right) to a multiple of ``multiple`` and the output cropped."""
-    height, width = x.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if not (pad_h or pad_w):
-        return net(x)
-    mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
-    output = net(F.pad(x, (0, pad_w, 0, pad_h), mode=mode))
-    scale = output.size(-2) // (height + pad_h)
-    return output[..., :height * scale, :width * scale]

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Tuple
 
 import yaml
 
+from dckd_basicsr.archs.vqgan_arch import DEFAULT_DDCONFIG
+
 ROOT = osp.dirname(osp.abspath(__file__))
 SCALES = (2, 3, 4)
 BACKBONES = ('SwinIR', 'RCAN')
@@ -47,9 +49,7 @@ MODEL_TYPES = {'DUKD': 'DUKDModel', 'DCKD': 'DCKDModel', 'DCKDstar': 'DCKDModel'
 SCRATCH_MODEL = {'SwinIR': 'SwinIRModel', 'RCAN': 'SRModel'}  # SwinIRModel pads validation inputs to the window
 
 L1 = dict(type='L1Loss', loss_weight=1.0, reduction='mean')
-VQGAN = dict(type='VQGAN', embed_dim=256, n_embed=1024,
-             ddconfig=dict(double_z=False, z_channels=256, resolution=256, in_channels=3, out_ch=3, ch=128,
-                           ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2, attn_resolutions=[16], dropout=0.0))
+VQGAN = dict(type='VQGAN', embed_dim=256, n_embed=1024, ddconfig=DEFAULT_DDCONFIG)  # taming's f16-1024
 VQGAN_PATH = 'experiments/pretrained_models/VQGAN/vqgan_imagenet_f16_1024/checkpoints/last.ckpt'
 
 TEACHER_KEYS = {'network_t': None, 'path.pretrain_network_t': None, 'path.param_key_t': 'params',

@@ -1,10 +1,11 @@
-"""Teacher-loading hooks (dckd_basicsr/checkpoints.py, dckd_basicsr/convert.py).
+"""Teacher-loading hooks (dckd_basicsr/checkpoints/, dckd_basicsr/convert.py).
 
 Each test writes a checkpoint in a real published format into a tmp dir, made by renaming the keys of a randomly
 initialised BasicSR network into the official names, loads it through the hooks and compares every tensor with the
 source network.
 """
 import argparse
+import re
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -18,8 +19,8 @@ from conftest import run, write_options
 
 from dckd_basicsr import convert
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
-from dckd_basicsr.checkpoints import (CHECKPOINT_REGISTRY, PickledObject, check_output_size, load_checkpoint_file,
-                                      load_pretrained)
+from dckd_basicsr.checkpoints import (CHECKPOINT_REGISTRY, PickledObject, detection_order,
+                                      load_checkpoint_file, load_pretrained, register_converter)
 from dckd_basicsr.errors import OptionError
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
@@ -516,7 +517,41 @@ def test_user_registered_converter(tmp_path):
     assert_same_weights(target, source)
 
 
+def has_generator_prefix(state_dict, net, wrapper):
+    return any(key.startswith('generator.') for key in state_dict)
+
+
+def test_user_converter_with_detector_joins_auto(tmp_path):
+    """A converter registered from user code with its own detector is picked by ``path.teacher_format: auto``, after
+    the built-in formats, and a file no detector recognises names it among the formats auto asked."""
+    if 'generator_test_format' not in CHECKPOINT_REGISTRY:
+
+        @register_converter(detect=has_generator_prefix)
+        def generator_test_format(state_dict, net):
+            return {key[len('generator.'):]: value for key, value in state_dict.items()}
+
+    order = [name for name, _ in detection_order()]
+    assert order[:4] == ['taming', 'rcan_official', 'edsr_official', 'swinir_official']
+    assert 'generator_test_format' in order
+
+    source = tiny_rcan(34)
+    torch.save({'generator.' + k: v for k, v in source.state_dict().items()}, tmp_path / 'gen.pth')
+    target = tiny_rcan(35)
+    report = load_pretrained(target, str(tmp_path / 'gen.pth'), fmt='auto', option='path.pretrain_network_t')
+    assert report['format'] == 'generator_test_format'
+    assert_same_weights(target, source)
+
+    torch.save({'backbone.' + k: v for k, v in source.state_dict().items()}, tmp_path / 'unknown.pth')
+    with pytest.raises(OptionError) as error:
+        load_pretrained(tiny_rcan(36), str(tmp_path / 'unknown.pth'), fmt='auto', option='path.pretrain_network_t')
+    message = str(error.value)
+    assert '(format state_dict)' in message and 'path.teacher_format' in message
+    assert re.search(r'auto asked, in order: taming, rcan_official, edsr_official, swinir_official, .*'
+                     r'generator_test_format', message), message
+
+
 def test_check_output_size():
+    from dckd_basicsr.models.kd_model import check_output_size
     student = tiny_rcan(25, upscale=4)
     assert check_output_size(tiny_rcan(26, upscale=4), student, (1, 3, 8, 8)) == (1, 3, 32, 32)
     student.train()

@@ -68,7 +68,7 @@ def relative_error(ours, reference):
 
 def test_shipped_defaults_are_the_authors(record, tmp_path):
     model, _ = build_ours(tmp_path, record)
-    assert model.fakd_student.layers == model.fakd_teacher.layers == ['body.2', 'body.6', 'upsample:input']
+    assert model.fakd_pairs.student.layers == model.fakd_pairs.teacher.layers == ['body.2', 'body.6', 'upsample:input']
     assert record['config']['features'] == [1, 2, 3] and record['config']['alpha'] == 0.5
     assert record['config']['feature_distilation_type'] == '10*SA'
     assert model.cri_pix.loss_weight == model.cri_kd.loss_weight == 0.5  # 1 - alpha and alpha
@@ -78,8 +78,8 @@ def test_shipped_defaults_are_the_authors(record, tmp_path):
 def test_each_tap_gives_their_affinity_distance(record, tmp_path):
     model, _ = build_ours(tmp_path, record)
     lq = record['lr'].double() / 255
-    recorders = [FeatureRecorder(net, model.fakd_student.layers, 'x') for net in (model.net_g, model.net_t)]
-    model.fakd_student.enabled = model.fakd_teacher.enabled = False
+    recorders = [FeatureRecorder(net, model.fakd_pairs.student.layers, 'x') for net in (model.net_g, model.net_t)]
+    model.fakd_pairs.student.enabled = model.fakd_pairs.teacher.enabled = False
     with torch.no_grad():
         model.net_g(lq)
         model.net_t(lq)

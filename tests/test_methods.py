@@ -19,7 +19,8 @@ from dckd_basicsr.invertible_ops import INVERTIBLE_OPS, apply_invertible_ops, un
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers, stage_at
 from dckd_basicsr.losses.fakd_loss import FAKDLoss, spatial_affinity
-from dckd_basicsr.upcycling import matlab_bicubic_downscale, padded_forward, random_grid_positions, zoom_in_tiles
+from dckd_basicsr.padding import padded_forward
+from dckd_basicsr.upcycling import matlab_bicubic_downscale, random_grid_positions, zoom_in_tiles
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -152,15 +153,15 @@ def test_fakd_gradient_reaches_the_student_features_not_the_teacher(tmp_path):
                      logits_opt=dict(type='L1Loss'), lcr_opt=dict(type='L1Loss'),
                      fakd_opt=dict(type='FAKDLoss', loss_weight=1.0))
     model = build_model(opt)
-    assert model.fakd_student.layers == ['layers.0', 'layers.2', 'conv_before_upsample:input']
-    assert model.fakd_teacher.layers == ['layers.1', 'layers.3', 'conv_before_upsample:input']
+    assert model.fakd_pairs.student.layers == ['layers.0', 'layers.2', 'conv_before_upsample:input']
+    assert model.fakd_pairs.teacher.layers == ['layers.1', 'layers.3', 'conv_before_upsample:input']
     model.feed_data(batch())
     model.output = model.net_g(model.lq)
     model.run_teacher()  # batched with the LCR input: the FAKD maps are the first B samples
-    student_maps = model.fakd_student.first()
-    teacher_maps = [t[:2] for t in model.fakd_teacher.first()]
+    student_maps = model.fakd_pairs.student.first()
+    teacher_maps = [t[:2] for t in model.fakd_pairs.teacher.first()]
     assert all(t.grad_fn is None and not t.requires_grad for t in teacher_maps)
-    loss = model.fakd_term()
+    loss = model.compute_losses(1)['l_fakd']
     grads = torch.autograd.grad(loss, student_maps)
     assert all(g.abs().sum() > 0 for g in grads)
     # the teacher maps are the teacher's on the clean LQ input
@@ -171,7 +172,7 @@ def test_fakd_gradient_reaches_the_student_features_not_the_teacher(tmp_path):
         teacher(model.lq)
     assert torch.allclose(reference.first()[0], teacher_maps[1], atol=1e-6)
     assert loss.item() == pytest.approx(FAKDLoss(loss_weight=1.0)(student_maps, teacher_maps).item())
-    assert not model.fakd_student.records['layers.0'] and not model.fakd_teacher.records['layers.1']  # cleared
+    assert not model.fakd_pairs.student.records['layers.0'] and not model.fakd_pairs.teacher.records['layers.1']  # cleared
 
 
 @pytest.mark.parametrize('fakd,message', [
@@ -194,7 +195,7 @@ def test_fakd_without_default_layers_is_an_error(tmp_path):
 
 def test_kd_opt_is_an_alias_of_logits_opt(tmp_path):
     model = build_model(kd_options(tmp_path, tiny_rcan(1), tiny_rcan(2), kd_opt=dict(type='L1Loss', loss_weight=0.5)))
-    assert model.loss_names() == ['l_pix', 'l_kd'] and model.cri_kd.loss_weight == 0.5
+    assert model.loss_names == ['l_pix', 'l_kd'] and model.cri_kd.loss_weight == 0.5
     both = kd_options(tmp_path, tiny_rcan(1), tiny_rcan(2), kd_opt=dict(type='L1Loss'), logits_opt=dict(type='L1Loss'))
     with pytest.raises(OptionError, match='kd_opt and train.logits_opt'):
         build_model(both)
@@ -267,7 +268,7 @@ def test_dukd_terms_by_hand_on_swinir_with_a_padded_zoom_out(tmp_path):
     data = batch(size=12)
     model.feed_data(data)
     model.optimize_parameters(1)
-    assert list(model.log_dict) == model.loss_names() == ['l_pix', 'l_kd', 'l_zoom_in', 'l_zoom_out_pix',
+    assert list(model.log_dict) == model.loss_names == ['l_pix', 'l_kd', 'l_zoom_in', 'l_zoom_out_pix',
                                                           'l_zoom_out_kd']
     masks = draws['masks']
     assert all(mask.all() for mask in masks.values()) and len(draws['cells']) == 2
@@ -334,7 +335,7 @@ def test_a_non_finite_dukd_step_is_skipped_on_its_own(tmp_path, bad, expected_st
     ema = {k: v.clone() for k, v in model.net_g_ema.state_dict().items()}
     model.feed_data(batch())
     model.optimize_parameters(1)
-    assert len(steps) == expected_steps and model.nonfinite_steps == 1
+    assert len(steps) == expected_steps and model.nonfinite.in_a_row == 1
     assert all(torch.isfinite(g).all() for grads in steps for g in grads)  # a skipped step 1 leaves no NaN grads
     assert all(torch.isfinite(v).all() for v in model.net_g.state_dict().values())
     ema_moved = any(not torch.equal(ema[k], v) for k, v in model.net_g_ema.state_dict().items())

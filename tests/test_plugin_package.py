@@ -9,8 +9,9 @@ import pytest
 from conftest import PYTHON, REPO, run
 
 import dckd_basicsr  # noqa: F401  (registers the plugin; the tests below check what that did)
-from dckd_basicsr import compat
+from dckd_basicsr import compat, resume
 from dckd_basicsr.errors import OptionError, UnknownTypeError
+from dckd_basicsr.option_checks import registered_plugin_names
 
 REGISTRIES = {'archs': ('ARCH_REGISTRY', '_arch.py'), 'losses': ('LOSS_REGISTRY', '_loss.py'),
               'models': ('MODEL_REGISTRY', '_model.py')}
@@ -36,7 +37,7 @@ def test_every_plugin_name_is_registered_in_basicsr():
     assert {'DCKDModel', 'VQGANEncoder', 'VQGAN'} <= {name for _, name in declared}
     for registry_name, name in declared:
         assert name in getattr(registry, registry_name), f'{name} is not in {registry_name}'
-        assert name in compat.registered_plugin_names(getattr(registry, registry_name))
+        assert name in registered_plugin_names(getattr(registry, registry_name))
 
 
 HOOK_PROBE = '''
@@ -64,7 +65,7 @@ def _assert_registered(report):
     for registry_name, name in declared_plugin_names():
         key = {'ARCH_REGISTRY': 'archs', 'LOSS_REGISTRY': 'losses', 'MODEL_REGISTRY': 'models'}[registry_name]
         assert name in report[key]
-    assert report['resume_patched'] == 'dckd_basicsr.compat'
+    assert report['resume_patched'] == 'dckd_basicsr.resume'
 
 
 def test_import_hook_registers_on_plain_import_basicsr_without_importing_torch_at_startup(tmp_path):
@@ -91,7 +92,7 @@ def test_regular_non_editable_install_ships_and_runs_the_hook(tmp_path):
     wheel = next(wheel_dir.glob('dckd_basicsr-*.whl'))
     names = zipfile.ZipFile(wheel).namelist()
     assert 'dckd_basicsr_hook.pth' in names and 'dckd_basicsr_hook.py' in names
-    assert 'dckd_basicsr/compat.py' in names
+    assert {'dckd_basicsr/compat.py', 'dckd_basicsr/resume.py', 'dckd_basicsr/entry.py'} <= set(names)
 
     target = tmp_path / 'site'
     run([PYTHON, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(target), str(wheel)], cwd=tmp_path)
@@ -124,6 +125,14 @@ def test_registry_error_lists_registered_names_and_close_matches():
     message = str(info.value)
     assert message.startswith("no loss named 'L1los' is registered.")
     assert 'Did you mean: L1Loss' in message and 'MSELoss' in message
+
+
+def test_registry_error_where_no_option_check_runs():
+    """dckd-convert builds its target from --arch (or an option file it reads itself) without parse_options, so only
+    the patched Registry.get turns a typo into an OptionError that it prints without a traceback."""
+    from dckd_basicsr.convert import build_target
+    with pytest.raises(UnknownTypeError, match="no arch named 'RCANN' is registered.\nDid you mean: RCAN"):
+        build_target({'type': 'RCANN'})
 
 
 def _resume_opt(tmp_path):
@@ -165,10 +174,10 @@ def test_check_resume_refuses_a_state_without_its_generator(tmp_path):
 
 
 def test_latest_training_state_ignores_partial_files(tmp_path):
-    assert compat.latest_training_state(str(tmp_path / 'none')) is None
+    assert resume.latest_training_state(str(tmp_path / 'none')) is None
     for name in ('5.state', '100.state', '20.state', '200.state.tmp', 'notes.txt'):
         (tmp_path / name).write_text('')
-    assert compat.latest_training_state(str(tmp_path)) == str(tmp_path / '100.state')
+    assert resume.latest_training_state(str(tmp_path)) == str(tmp_path / '100.state')
 
 
 def test_init_dist_on_cpu_uses_gloo(monkeypatch):

@@ -16,9 +16,9 @@ from basicsr.models.base_model import BaseModel
 
 import dckd_basicsr  # noqa: F401
 from conftest import PYTHON, dckd_train_options, make_pairs, run, save_random_network, sr_train_options, write_options
-from dckd_basicsr.compat import latest_training_state
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.option_checks import check_options
+from dckd_basicsr.resume import latest_training_state
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. Kill after a checkpoint, resume, compare with the uninterrupted run
@@ -200,6 +200,40 @@ def test_auto_resume_skips_temporaries_and_foreign_names(tmp_path):
     assert latest_training_state(str(tmp_path / 'none')) is None
 
 
+def test_a_failed_save_is_retried_then_logged_not_raised(tmp_path, monkeypatch):
+    """BaseModel's saves go through resume.save_atomically: an OSError is retried (up to 3 tries, as BasicSR does);
+    after the last one training continues without the file."""
+    from dckd_basicsr import resume
+    (tmp_path / 'models').mkdir()
+    (tmp_path / 'training_states').mkdir()
+    failures = {'left': 2}
+    atomic_save = resume.atomic_save
+
+    def flaky(obj, path):
+        if failures['left']:
+            failures['left'] -= 1
+            raise OSError('disk hiccup')
+        atomic_save(obj, path)
+
+    monkeypatch.setattr(resume, 'atomic_save', flaky)
+    monkeypatch.setattr(resume.time, 'sleep', lambda seconds: None)
+    model = FakeModel(tmp_path, torch.ones(2))
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logging.getLogger('basicsr').addHandler(handler)  # BasicSR's logger does not propagate to pytest's caplog
+    try:
+        BaseModel.save_training_state(model, 0, 3)
+        assert failures['left'] == 0 and (tmp_path / 'training_states' / '3.state').is_file()
+        assert len(records) == 2 and 'disk hiccup; 2 retries left' in records[0]
+        failures['left'] = 3
+        BaseModel.save_network(model, model, 'net_g', 3)  # all three tries fail: logged, training goes on
+    finally:
+        logging.getLogger('basicsr').removeHandler(handler)
+    assert not (tmp_path / 'models' / 'net_g_3.pth').exists()
+    assert records[-1].startswith('Could not save') and 'net_g_3.pth' in records[-1]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 4. Non-finite losses
 # ---------------------------------------------------------------------------------------------------------------------
@@ -258,7 +292,7 @@ def test_nonfinite_loss_skips_the_step_and_stops_after_the_limit(tmp_path, toy_d
     model.compute_losses = original  # one good step resets the count
     model.feed_data(_batch(4))
     model.optimize_parameters(4)
-    assert model.nonfinite_steps == 0
+    assert model.nonfinite.in_a_row == 0
     assert not torch.equal(after['his']['conv_first.weight'], model.net_his.state_dict()['conv_first.weight'])
 
     model.compute_losses = poisoned
@@ -279,7 +313,7 @@ def test_overflowing_teacher_is_skipped_forever_with_limit_zero(tmp_path, toy_da
     for current_iter in range(1, 13):
         model.feed_data(_batch(current_iter))
         model.optimize_parameters(current_iter)
-    assert model.nonfinite_steps == 12
+    assert model.nonfinite.in_a_row == 12
     assert model.log_dict['l_kd'] == float('inf') and model.log_dict['l_pix'] < 1
     after = _snapshot(model)
     for label in before:

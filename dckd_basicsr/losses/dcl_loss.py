@@ -1,11 +1,12 @@
 """Dynamic contrastive loss (Eq. 5 of the DCKD paper).
 
-Two ways to the same value and gradient: :meth:`DynamicContrastiveLoss.forward` takes every negative's features at
-once (autograd then keeps ``anchor - negative`` of every negative and level for the backward pass), while
-:class:`NegativeDistances` adds the Eq. 5 denominators up one negative (or a few) and one level at a time, keeping
-only the running sum and its gradient with respect to the anchor, so memory does not grow with the number of negatives.
+:meth:`DynamicContrastiveLoss.forward` takes the negatives in either of two forms, with the same value and gradient:
+every negative's features at once (autograd then keeps ``anchor - negative`` of every negative and level for the
+backward pass), or a :class:`NegativeDistances` to which the negatives were added one (or a few) at a time and one
+level at a time as the encoder produced them, keeping only the running sums and their gradient with respect to the
+anchor, so memory does not grow with the number of negatives (what training does).
 """
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
@@ -111,39 +112,30 @@ class DynamicContrastiveLoss(nn.Module):
             raise OptionError(f'{where} has {len(self.weights)} entries but the encoder gives {num_levels} feature '
                               f'levels; give one weight per level (the paper: [1/32, 1/16, 1/8, 1/4, 1]).')
 
-    def level_ratio(self, anchor: Tensor, positive: Tensor, negatives: Sequence[Tensor]) -> Tensor:
-        """One level of Eq. 5 (without its lambda); ``negatives`` is an iterable of tensors shaped like ``anchor``."""
-        numerator = self.distance(anchor, positive.detach())
-        denominator = sum(self.distance(anchor, negative.detach()) for negative in negatives)
-        return numerator / (denominator + self.eps)
-
     def negative_distances(self, anchor: Sequence[Tensor]) -> NegativeDistances:
-        """An accumulator of the Eq. 5 denominators for :meth:`from_distances` (negatives added one at a time)."""
+        """An accumulator of the Eq. 5 denominators, to which negatives are added one (or a few) at a time and which
+        :meth:`forward` takes in place of the negatives' features."""
         return NegativeDistances(anchor, self.d_func)
 
-    def from_distances(self, anchor: Sequence[Tensor], positive: Sequence[Tensor],
-                       distances: NegativeDistances) -> Tensor:
-        """Eq. 5 with the denominators of ``distances``; equals :meth:`forward` on the same negatives."""
-        self.check_levels(len(anchor), 'number of anchor feature levels vs weights')
-        loss = anchor[0].new_zeros(())
-        for weight, a, p, denominator in zip(self.weights, anchor, positive, distances.result()):
-            loss = loss + weight * self.distance(a, p.detach()) / (denominator + self.eps)
-        return self.loss_weight * loss
-
     def forward(self, anchor: Sequence[Tensor], positive: Sequence[Tensor],
-                negatives: Sequence[Sequence[Tensor]]) -> Tensor:
+                negatives: Union[NegativeDistances, Sequence[Sequence[Tensor]]]) -> Tensor:
         """
         Args:
             anchor: Student features, one (B, C_i, H_i, W_i) tensor per level.
             positive: Teacher features, same shapes.
-            negatives: Per level, the negatives' features: a (N, B, C_i, H_i, W_i) tensor or a list of N tensors.
+            negatives: Per level, the negatives' features (a (N, B, C_i, H_i, W_i) tensor or a list of N tensors), or
+                a :class:`NegativeDistances` they were streamed into (:meth:`negative_distances`).
         """
         self.check_levels(len(anchor), 'number of anchor feature levels vs weights')
-        if not (len(positive) == len(negatives) == len(anchor)):
-            raise ValueError('anchor, positive and negatives need the same number of feature levels.')
+        if isinstance(negatives, NegativeDistances):
+            denominators = negatives.result()
+        else:
+            if not (len(positive) == len(negatives) == len(anchor)):
+                raise ValueError('anchor, positive and negatives need the same number of feature levels.')
+            denominators = [sum(self.distance(a, n.detach()) for n in level) for a, level in zip(anchor, negatives)]
         loss = anchor[0].new_zeros(())
-        for weight, a, p, n in zip(self.weights, anchor, positive, negatives):
-            loss = loss + weight * self.level_ratio(a, p, n)
+        for weight, a, p, denominator in zip(self.weights, anchor, positive, denominators):
+            loss = loss + weight * self.distance(a, p.detach()) / (denominator + self.eps)
         return self.loss_weight * loss
 
 

@@ -30,7 +30,7 @@ Deliberate differences from the authors' code, each a defect there:
 * the teacher: theirs is wrapped in DDP, left in train mode (SwinIR's stochastic depth stays active, so its labels
   are noisy) and keeps ``requires_grad``; here it is frozen (eval, no gradients, never in DDP), as in the KD base;
 * a zoom-out input whose size is no multiple of SwinIR's window (12x12 at x4) crashes their code; here it is
-  padded and cropped back (:func:`~dckd_basicsr.upcycling.padded_forward`).
+  padded and cropped back (:func:`~dckd_basicsr.padding.padded_forward`).
 
 Also ours: both steps skip their optimizer update when one of their terms is NaN/Inf (a skipped step 1's gradients
 are dropped before step 2); every random draw comes from the model's own stream, so a resumed run draws what an
@@ -41,14 +41,15 @@ import math
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
-from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
-from dckd_basicsr.errors import NonFiniteLossError, OptionError
+from dckd_basicsr.errors import OptionError
 from dckd_basicsr.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.models.kd_model import KDModel
-from dckd_basicsr.upcycling import matlab_bicubic_downscale, padded_forward, random_grid_positions, zoom_in_tiles
+from dckd_basicsr.options import train_option
+from dckd_basicsr.padding import padded_forward
+from dckd_basicsr.upcycling import matlab_bicubic_downscale, random_grid_positions, zoom_in_tiles
 
 DUKD_OPT_KEYS = ('n_gt_sub', 'zoom_out', 'zero_grad_between_steps')
 
@@ -77,17 +78,14 @@ class DUKDModel(KDModel):
                               'LQ-sized zoom-in tiles.')
         self.zoom_out = bool(dukd_opt.get('zoom_out', False))
         self.zero_grad_between_steps = bool(dukd_opt.get('zero_grad_between_steps', False))
-        noisy = train_opt.get('noisy', self.opt.get('noisy'))
+        self.loss_names += ['l_zoom_in']  # step 2's terms, weighted by kd_opt and pixel_opt
+        if self.zoom_out:
+            self.loss_names += (['l_zoom_out_pix'] if self.cri_pix is not None else []) + ['l_zoom_out_kd']
+        noisy = train_option(self.opt, 'noisy')
         # as DUKD: an absent or empty `noisy` turns label consistency off
         self.zoom_in_prob = float(noisy.get('prob', 0.3)) if noisy else None
         if self.zoom_in_prob is not None and not 0 <= self.zoom_in_prob <= 1:
             raise OptionError(f'train.noisy.prob: {self.zoom_in_prob}; a probability must lie in [0, 1].')
-
-    def loss_names(self) -> List[str]:
-        names = super().loss_names() + ['l_zoom_in']
-        if self.zoom_out:
-            names += (['l_zoom_out_pix'] if self.cri_pix is not None else []) + ['l_zoom_out_kd']
-        return names
 
     # ------------------------------------------------------------------ random draws (the model's stream)
     def draw_zoom_in_cells(self) -> List[Tuple[int, int]]:
@@ -105,10 +103,7 @@ class DUKDModel(KDModel):
         # SwinIR students and teachers need sizes divisible by their windows (a 12x12 zoom-out at x4)
         multiple = math.lcm(self.pad_multiple, int(self.opt['network_t'].get('window_size', 1)))
         terms = OrderedDict()
-        with contextlib.ExitStack() as stack:
-            for recorder in (getattr(self, 'fakd_student', None), getattr(self, 'fakd_teacher', None)):
-                if recorder is not None:
-                    stack.enter_context(recorder.paused())
+        with self.fakd_pairs.paused() if self.fakd_pairs is not None else contextlib.nullcontext():
             tiles = zoom_in_tiles(self.gt, tuple(self.lq.shape[-2:]), self.draw_zoom_in_cells())
             target = padded_forward(self.teacher, tiles, multiple)
             if self.zoom_in_prob is None:
@@ -131,14 +126,6 @@ class DUKDModel(KDModel):
                 terms['l_zoom_out_kd'] = self.cri_kd(output, padded_forward(self.teacher, small, multiple))
         return terms
 
-    def backward_and_step(self, losses: 'OrderedDict[str, Tensor]') -> List[str]:
-        """Backward on the sum of ``losses``; an optimizer step unless a term is non-finite (those are returned)."""
-        sum(losses.values()).backward()
-        nonfinite = self.nonfinite_terms(losses)
-        if not nonfinite:
-            self.optimizer_g.step()
-        return nonfinite
-
     def optimize_parameters(self, current_iter: int) -> None:
         """Step 1 (KD base terms), step 2 (upcycling), then EMA and :meth:`after_step` once, as DUKD does.
 
@@ -158,30 +145,18 @@ class DUKDModel(KDModel):
         losses.update(second)
         self.log_dict = self.reduce_loss_dict(losses)
         if skipped_first and skipped_second:
-            self.skip_nonfinite_step(current_iter, skipped_first + skipped_second)
+            self.nonfinite.skipped(current_iter, self.nonfinite_values(skipped_first + skipped_second),
+                                   'both optimizer steps and the EMA update')
             return
-        if skipped_first or skipped_second:
-            self.skip_half_step(current_iter, 1 if skipped_first else 2, skipped_first or skipped_second)
+        if skipped_first or skipped_second:  # counts towards train.max_nonfinite_steps like a skipped iteration
+            self.nonfinite.skipped(current_iter, self.nonfinite_values(skipped_first or skipped_second),
+                                   f'optimizer step {1 if skipped_first else 2} of 2, the other step and the EMA '
+                                   'update ran')
         else:
-            self.nonfinite_steps = 0
+            self.nonfinite.reset()
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
         self.after_step(current_iter)
-
-    def skip_half_step(self, current_iter: int, step: int, terms: List[str]) -> None:
-        """Log a skipped step ``step`` of 2; it counts towards ``train.max_nonfinite_steps`` like a skipped
-        iteration (a term that stays non-finite stops the run)."""
-        self.nonfinite_steps = getattr(self, 'nonfinite_steps', 0) + 1
-        limit = self.max_nonfinite_steps()
-        values = ', '.join(f'{name} = {self.log_dict[name]}' for name in terms)
-        get_root_logger().warning(
-            f'iter {current_iter}: non-finite loss ({values}); skipped optimizer step {step} of 2, the other step and '
-            f'the EMA update ran ({self.nonfinite_steps} in a row{f", the run stops at {limit}" if limit else ""}).')
-        if limit and self.nonfinite_steps >= limit:
-            raise NonFiniteLossError(
-                f'iter {current_iter}: {self.nonfinite_steps} consecutive iterations had a non-finite loss (last: '
-                f'{values}), the limit set by train.max_nonfinite_steps ({limit}); stopping. Check the teacher '
-                'checkpoint for NaN/Inf and the learning rate, or raise train.max_nonfinite_steps (0 never stops).')
 
 
 @MODEL_REGISTRY.register()

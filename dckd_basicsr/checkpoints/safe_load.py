@@ -1,0 +1,254 @@
+"""Reading checkpoint files without running code stored in them, and finding their tensors.
+
+:func:`load_checkpoint_file` reads with ``torch.load(weights_only=True)`` (BasicSR files and the official RCAN, EDSR,
+SwinIR, NAFNet and Restormer releases); files it refuses, such as taming-transformers' Lightning checkpoints (which
+pickle callbacks, omegaconf and argparse objects), go through :class:`RestrictedUnpickler`, which rebuilds tensors and
+plain containers and turns every other class into an inert :class:`PickledObject`. Full unpickling runs only when the
+user says the file is trusted (``path.trusted_<suffix>: true``, ``dckd-convert --trusted``).
+
+:func:`extract_state_dict` then picks the tensors: ``params`` / ``params_ema`` with BasicSR's fallback, the usual
+wrappers (:data:`WRAPPER_KEYS`), ``module.`` prefixes removed.
+"""
+import _compat_pickle
+import os.path as osp
+import pickle
+import types
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+import torch._utils as tutils
+from basicsr.utils import get_root_logger
+from torch import nn
+
+from dckd_basicsr.checkpoints.registry import ConversionError
+from dckd_basicsr.errors import OptionError
+
+# Wrapper keys tried, in this order, when the file is not a flat dict of tensors (after the requested param_key).
+WRAPPER_KEYS = ('params', 'params_ema', 'state_dict', 'model', 'net', 'network')
+
+
+class PickledObject:
+    """Inert stand-in for a class a checkpoint pickled (Lightning callbacks, omegaconf, argparse, user classes).
+
+    Calling, constructing or restoring it only stores the arguments; no code of the original class runs. The
+    original name is in ``pickled_name``.
+    """
+    pickled_name = '?'
+
+    def __new__(cls, *args, **kwargs):  # pickle's NEWOBJ and REDUCE (a call) both come here; object.__init__ is a no-op
+        obj = object.__new__(cls)
+        obj.__dict__['pickled_args'] = args
+        return obj
+
+    def __setstate__(self, state):
+        self.__dict__['pickled_state'] = state
+
+    def __setitem__(self, key, value):  # pickled dict subclasses
+        self.__dict__.setdefault('pickled_items', {})[key] = value
+
+    def append(self, value):  # pickled list subclasses
+        self.__dict__.setdefault('pickled_list', []).append(value)
+
+    def extend(self, values):
+        self.__dict__.setdefault('pickled_list', []).extend(values)
+
+    def __repr__(self):
+        return f'<{self.pickled_name} (pickled object, not loaded)>'
+
+
+_placeholders: Dict[Tuple[str, str], type] = {}
+
+
+def _placeholder(module: str, name: str) -> type:
+    key = (module, name)
+    if key not in _placeholders:
+        _placeholders[key] = type(
+            name.rsplit('.', 1)[-1], (PickledObject, ), {
+                '__module__': __name__,
+                'pickled_name': f'{module}.{name}'
+            })
+    return _placeholders[key]
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    # torch's version calls `as_subclass(new_type)` and restores attributes from `state`; keep a plain tensor (or
+    # Parameter) and no attributes.
+    ret = func(*args)
+    if new_type is nn.Parameter and isinstance(ret, torch.Tensor) and not isinstance(ret, nn.Parameter):
+        ret = nn.Parameter(ret, requires_grad=ret.requires_grad)
+    return ret
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
+    # Pickled backward hooks would be called on backward; metadata only carries conj/neg bits.
+    if not (isinstance(metadata, dict) and all(isinstance(v, bool) for v in metadata.values())):
+        metadata = None
+    return tutils._rebuild_tensor_v2(storage, storage_offset, size, stride, bool(requires_grad), OrderedDict(),
+                                     metadata)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
+    # Stands for _rebuild_parameter and _rebuild_parameter_with_state, without hooks and pickled attributes.
+    if not isinstance(data, torch.Tensor):
+        raise pickle.UnpicklingError(f'a pickled Parameter holds a {type(data).__name__}, not a tensor')
+    return nn.Parameter(data, requires_grad=bool(requires_grad))
+
+
+# The only globals a checkpoint may resolve to real objects: containers, torch types and tensor rebuilders (the
+# parameter/tensor ones replaced by the versions above, which drop pickled hooks and attributes).
+_ALLOWED_GLOBALS: Dict[Tuple[str, str], Any] = {
+    ('collections', 'OrderedDict'): OrderedDict,
+    ('builtins', 'set'): set,
+    ('builtins', 'frozenset'): frozenset,
+    ('builtins', 'complex'): complex,
+    ('torch', 'Size'): torch.Size,
+    ('torch', 'Tensor'): torch.Tensor,
+    ('torch.nn.parameter', 'Parameter'): nn.Parameter,
+    ('torch._tensor', '_rebuild_from_type_v2'): _rebuild_from_type_v2,
+    ('torch._utils', '_rebuild_tensor'): tutils._rebuild_tensor,
+    ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor_v2,
+    ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+    ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only tensor-rebuilding globals; every other class or function becomes an inert
+    :class:`PickledObject` subclass, so opening a checkpoint cannot execute code. Storages are resolved by
+    ``torch.load`` itself before this ``find_class`` is reached."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # Python 2 names, as pickle's own find_class maps them
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        obj = _ALLOWED_GLOBALS.get((module, name))
+        if obj is not None:
+            return obj
+        if module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        return _placeholder(module, name)
+
+
+def _restricted_load(file, **kwargs):
+    return RestrictedUnpickler(file, **kwargs).load()
+
+
+# torch.load(pickle_module=...) uses the module's Unpickler (zip format) and load (legacy pre-1.6 format).
+restricted_pickle = types.ModuleType('dckd_basicsr_restricted_pickle')
+restricted_pickle.Unpickler = RestrictedUnpickler
+restricted_pickle.load = _restricted_load
+
+
+def pickled_objects(obj: Any) -> List[str]:
+    """Names of the classes replaced by :class:`PickledObject` anywhere in ``obj`` (dicts, lists, placeholders)."""
+    found, stack, seen = set(), [obj], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or isinstance(item, torch.Tensor):
+            continue
+        seen.add(id(item))
+        if isinstance(item, type) and issubclass(item, PickledObject):
+            found.add(item.pickled_name)
+        elif isinstance(item, PickledObject):
+            found.add(item.pickled_name)
+            stack.extend(item.__dict__.values())
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+    return sorted(found)
+
+
+def load_checkpoint_file(path: str, trusted: bool = False, option: Optional[str] = None) -> Any:
+    """Read a checkpoint onto the CPU without executing code from it.
+
+    1. ``torch.load(weights_only=True)`` (BasicSR files, official RCAN/EDSR/SwinIR releases).
+    2. If that refuses the file (Lightning checkpoints pickle callbacks, omegaconf and argparse objects), unpickle it
+       with :class:`RestrictedUnpickler`: tensors and plain containers come back, every other object is an inert
+       :class:`PickledObject`.
+    3. Only when ``trusted`` is True (the user said the file is trusted), full unpickling, which runs whatever code
+       the file contains.
+
+    Args:
+        path: the file.
+        trusted: allow full unpickling when the weights-only load refuses the file.
+        option: option key for error messages, e.g. ``path.pretrain_network_t``.
+
+    Raises:
+        OptionError: the file is missing or is no PyTorch checkpoint.
+    """
+    where = f'{option}: ' if option else ''
+    if not path or not osp.isfile(str(path)):
+        raise OptionError(f'{where}{path}: no such checkpoint file.')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:  # noqa: B902  (weights-only refusal, or not a checkpoint at all; told apart below)
+        weights_only_error = error
+    try:
+        if trusted:
+            return torch.load(path, map_location='cpu', weights_only=False)
+        obj = torch.load(path, map_location='cpu', weights_only=False, pickle_module=restricted_pickle)
+    except Exception as error:  # noqa: B902
+        if trusted:
+            raise OptionError(f'{where}{path}: full unpickling (trusted) failed: {error}. Without trusted, the '
+                              'classes the file pickles are replaced by inert placeholders.') from error
+        raise OptionError(f'{where}{path} cannot be read as a PyTorch checkpoint: {error} '
+                          f'(weights-only load: {str(weights_only_error).splitlines()[0]})') from error
+    names = pickled_objects(obj)
+    if names:
+        get_root_logger().info(f'{path}: pickled objects kept as inert placeholders (not executed): '
+                               f'{", ".join(names)}')
+    return obj
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def extract_state_dict(raw: Any,
+                       param_key: Optional[str] = 'params',
+                       trusted_option: str = 'trusted') -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
+    """The tensors of a loaded checkpoint and the wrapper key they were under (None for a raw state dict).
+
+    ``param_key`` is tried first; ``params_ema`` falls back to ``params`` as in BasicSR's ``load_network``; then the
+    usual wrappers (``params``, ``params_ema``, ``state_dict``, ``model``, ...). ``module.`` prefixes (DDP,
+    DataParallel) are removed and non-tensor entries are ignored.
+
+    ``trusted_option`` names the option that allows full unpickling, for the message about a pickled model.
+
+    Raises:
+        ConversionError: no state dict could be found.
+    """
+    if isinstance(raw, PickledObject):
+        raise ConversionError(f'the file holds a pickled {raw.pickled_name} object, not a state dict; re-save its '
+                              f'state_dict(), or, if you trust the file, allow full unpickling ({trusted_option}) '
+                              'to load the whole model.')
+    if isinstance(raw, nn.Module):  # a whole pickled model, loaded because the file is trusted
+        return OrderedDict(raw.state_dict()), None
+    if not isinstance(raw, Mapping):
+        raise ConversionError(f'the file holds a {type(raw).__name__}, not a state dict.')
+    used = None
+    if _is_tensor_dict(raw):
+        tensors = raw
+    else:
+        candidates = ([param_key] if param_key else []) + (['params'] if param_key == 'params_ema' else [])
+        for key in candidates + [key for key in WRAPPER_KEYS if key not in candidates]:
+            if isinstance(raw.get(key), Mapping) and any(isinstance(v, torch.Tensor) for v in raw[key].values()):
+                used = key
+                break
+        if used is None and any(isinstance(v, torch.Tensor) for v in raw.values()):
+            tensors = raw  # a state dict with a few non-tensor entries (epoch, ...), which are ignored
+        elif used is None:
+            raise ConversionError(f'no tensors under {param_key!r} or any of {", ".join(WRAPPER_KEYS)}; the file\'s '
+                                  f'top-level keys are: {", ".join(map(str, list(raw)[:20]))}.')
+        else:
+            tensors = raw[used]
+    state_dict = OrderedDict()
+    for key, value in tensors.items():
+        if isinstance(value, torch.Tensor):
+            while key.startswith('module.'):
+                key = key[len('module.'):]
+            state_dict[key] = value
+    return state_dict, used
