@@ -49,7 +49,7 @@ def _row(datasets: Sequence[str], values: Sequence[Metrics]) -> Dict[str, Metric
     return dict(zip(datasets, values))
 
 
-# The paper's numbers (Zhou et al., AAAI 2025), as restated in the project's PAPER.md: Table 2 (SR, Y channel),
+# The paper's numbers (Zhou et al., AAAI 2025, arXiv 2412.08939): Table 2 (SR, Y channel),
 # Table 3 (GoPro, RGB), Table 4 (deraining, Y) and the RCAN x2 Urban100 ablation (PSNR only).
 # Keys: (backbone, task, scale) -> method -> dataset -> (PSNR, SSIM).
 _SR4 = SR_DATASETS[:4]

@@ -15,7 +15,7 @@ import torch
 from basicsr.archs.edsr_arch import EDSR
 from basicsr.archs.rcan_arch import RCAN
 from basicsr.archs.swinir_arch import SwinIR
-from conftest import run, write_options
+from conftest import arch_args, run, tiny_network, write_options
 
 from dckd_basicsr import convert
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
@@ -103,27 +103,14 @@ def to_official_edsr(net: EDSR, mean=DIV2K_MEAN) -> dict:
 
 
 def tiny_rcan(seed: int, **kwargs) -> RCAN:
-    opt = dict(num_in_ch=3, num_out_ch=3, num_feat=16, num_group=2, num_block=2, squeeze_factor=4, upscale=2)
-    opt.update(kwargs)
-    return randomize(RCAN(**opt), seed)
+    return randomize(RCAN(**arch_args(tiny_network('rcan_teacher', **kwargs))), seed)
 
 
 def tiny_swinir(seed: int, **kwargs) -> SwinIR:
-    opt = dict(
-        img_size=8,
-        patch_size=1,
-        in_chans=3,
-        embed_dim=12,
-        depths=[2, 2],
-        num_heads=[2, 2],
-        window_size=4,
-        mlp_ratio=2,
-        upscale=2,
-        img_range=1.,
-        upsampler='pixelshuffle',
-        resi_connection='1conv')
+    """Two RSTBs of two Swin blocks each (the second block shifted: an ``attn_mask``), 8x8 patches."""
+    opt = tiny_network('swinir_student', img_size=8, patch_size=1, embed_dim=12, depths=[2, 2], num_heads=[2, 2])
     opt.update(kwargs)
-    return randomize(SwinIR(**opt), seed)
+    return randomize(SwinIR(**arch_args(opt)), seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -342,10 +329,7 @@ def test_swinir_official_window_size_or_shift_mismatch(tmp_path):
 # taming-transformers VQGAN (Lightning checkpoint) and safe loading
 # ---------------------------------------------------------------------------------------------------------------------
 
-TINY_VQ = dict(
-    embed_dim=8,
-    n_embed=16,
-    ddconfig=dict(ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[16], resolution=32, z_channels=32))
+TINY_VQ = arch_args(tiny_network('vqgan'))
 
 
 class ModelCheckpointCallback:
@@ -568,6 +552,7 @@ def test_check_output_size():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_convert_command_rcan_official(tmp_path):
     source = tiny_rcan(28, num_group=2, num_block=3, upscale=3)
     torch.save(to_official_rcan(source), tmp_path / 'RCAN_BIX3.pt')

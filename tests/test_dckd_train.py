@@ -7,15 +7,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import yaml
 from basicsr.archs import build_network
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
+from conftest import REPO, dckd_train_options, tiny_network
+
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test here trains in fresh interpreters, over 5 s each
+
 AUTHORS_OPTIONS = REPO / 'options/train/SwinIR/train_SwinIR_SRx4_DCKD_authors.yml'
 
 
@@ -103,46 +107,23 @@ def test_authors_swinir_x4_options_run_two_iterations_with_full_size_networks(tm
     assert 0 < ema_move < 0.01 * student_move
 
 
-def tiny_options(root: Path, total_iter: int) -> dict:
-    swin = dict(type='SwinIR', upscale=2, in_chans=3, img_size=16, window_size=4, img_range=1., depths=[1],
-                num_heads=[2], mlp_ratio=2, upsampler='pixelshuffle', resi_connection='1conv')
-    vqgan = dict(type='VQGAN', embed_dim=8, n_embed=16, ddconfig=dict(ch=32, ch_mult=[1, 1, 2], num_res_blocks=1,
-                                                                     attn_resolutions=[4], z_channels=16,
-                                                                     resolution=16))
-    return {
-        'name': 'resume', 'model_type': 'DCKDModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 3,
-        'datasets': {'train': {'name': 'one', 'type': 'PairedImageDataset', 'dataroot_gt': str(root / 'data/hr'),
-                               'dataroot_lq': str(root / 'data/lr'), 'io_backend': {'type': 'disk'}, 'gt_size': 16,
-                               'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0,
-                               'batch_size_per_gpu': 1, 'dataset_enlarge_ratio': 1}},
-        'network_g': dict(swin, embed_dim=8), 'network_t': dict(swin, embed_dim=16), 'network_his': True,
-        'network_vqgan': vqgan,
-        'path': {'pretrain_network_t': str(root / 'teacher.pth'), 'pretrain_network_vqgan': str(root / 'vq.ckpt'),
-                 'param_key_vqgan': 'state_dict', 'strict_load_vqgan': False,
-                 'experiments_root': str(root / 'runs')},
-        'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [3], 'gamma': 0.5}, 'total_iter': total_iter,
-                  'pixel_opt': {'type': 'L1Loss'}, 'logits_opt': {'type': 'L1Loss'}, 'lcr_opt': {'type': 'L1Loss'},
-                  'noisy': {'prob': 0.5},
-                  'cl_opt': {'type': 'ContrasLoss', 'd_func': 'L1', 'loss_weight': 0.1, 'weights': [0.25, 0.5, 1]},
-                  'ce_opt': {'type': 'CELoss', 'loss_weight': 0.001}, 'num_neg': 2, 'update_decay': 0.1,
-                  'step': [1], 'gaussian_noise_prob': 1, 'gray_noise_prob': 0.5},
-        'logger': {'print_freq': 1, 'save_checkpoint_freq': 1, 'use_tb_logger': False},
-    }
-
-
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    torch.manual_seed(0)
-    opt = tiny_options(tmp_path, 3)
-    torch.save({'params': build_network(opt['network_t']).state_dict()}, tmp_path / 'teacher.pth')
-    vq_opt = {k: v for k, v in opt['network_vqgan'].items() if k != 'type'}
-    torch.save({'state_dict': VQGANEncoder(**vq_opt).state_dict()}, tmp_path / 'vq.ckpt')
     images(tmp_path / 'data/hr', 1, (16, 16), seed=5)
     images(tmp_path / 'data/lr', 1, (8, 8), seed=6)
+    # tiny SwinIR and the three-level VQGAN; DCKD* (with the LCR draws), a history update at every iteration
+    opt = dckd_train_options(
+        tmp_path, {'gt': str(tmp_path / 'data/hr'), 'lq': str(tmp_path / 'data/lr')}, name='resume',
+        teacher='swinir_teacher', vqgan='vqgan', network_g=tiny_network('swinir_student'), manual_seed=3,
+        datasets__train__gt_size=16, datasets__train__batch_size_per_gpu=1,
+        path__experiments_root=str(tmp_path / 'runs'), train__scheduler__milestones=[3],
+        train__lcr_opt={'type': 'L1Loss'}, train__noisy={'prob': 0.5}, train__cl_opt__weights=[0.25, 0.5, 1],
+        train__step=[1], logger__print_freq=1, logger__save_checkpoint_freq=1)
+    del opt['datasets']['val'], opt['val']
 
     def write(name: str, total_iter: int, run: str) -> str:
-        run_opt = copy.deepcopy(tiny_options(tmp_path, total_iter))
+        run_opt = copy.deepcopy(opt)
         run_opt['name'] = run
+        run_opt['train']['total_iter'] = total_iter
         (tmp_path / name).write_text(yaml.safe_dump(run_opt))
         return str(tmp_path / name)
 

@@ -7,6 +7,8 @@ import torch
 
 from conftest import BIN, PYTHON, REPO, dckd_train_options, free_port, run, sr_train_options, write_options
 
+pytestmark = pytest.mark.slow  # every test here trains in fresh interpreters, over 5 s each
+
 BASICSR_DIR = Path(importlib.util.find_spec('basicsr').origin).parent
 
 TRAIN_COMMANDS = {

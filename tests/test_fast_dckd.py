@@ -1,13 +1,14 @@
 """Fast DCKD step (issue 9): streamed Eq. 5 denominators, negatives encoded a few at a time, ``train.fast``.
 
-Correctness only (speed is measured by benchmarks/bench_step.py). Extends
-``test_dckd_model.test_batched_encoder_terms_equal_a_per_sample_reference`` (values only, one pass layout) with the
-negatives' features, the gradient reaching the student output, and every ``negatives_per_pass``.
+Correctness only (speed is measured by benchmarks/bench_step.py): the encoder terms of a step against every sample
+encoded on its own (values, the negatives' features, the gradient reaching the student output) for every
+``negatives_per_pass`` (1, the default, included); the store-less anchor pass against the plain modules.
 """
 import pytest
 import torch
 from basicsr.models import build_model
-from test_dckd_model import batch, dckd_options, encoder_terms, write_checkpoints
+
+from conftest import arch_args, batch, dckd_options, tiny_network, write_checkpoints
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.archs import vqgan_arch
@@ -27,6 +28,13 @@ AUTOCAST_RTOL = {'bf16': 0.02, 'fp16': 0.005}
 @pytest.fixture
 def files(tmp_path):
     return write_checkpoints(tmp_path)
+
+
+def encoder_terms(model) -> dict:
+    """L_dcl and L_dmm on the model's current ``output`` and ``output_t``, through the encoder passes of a step."""
+    anchor, anchor_codes = model.encode_student()
+    positive, negatives, positive_codes = model.encode_targets(anchor)
+    return {'l_dcl': model.cri_dcl(anchor, positive, negatives), 'l_dmm': model.cri_dmm(anchor_codes, positive_codes)}
 
 
 def make_model(tmp_path, files, **fast):
@@ -58,25 +66,30 @@ def record_negative_features(model) -> list:
     return seen
 
 
-def per_sample_reference(encoder, output, output_t, negatives):
-    """Eq. 5 and Eq. 9 with every sample encoded alone by full passes; Eq. 5 means rebuilt from per-sample sums."""
-    numerators, denominators, elements, dmm, features = [0.0] * 3, [0.0] * 3, [0] * 3, 0.0, []
+def per_sample_reference(model, output, output_t, negatives):
+    """Every sample encoded alone by a full pass, the features stacked into a batch, then the model's Eq. 5 and Eq. 9
+    losses with all negatives at once (their values are pinned by test_dckd_losses and the golden tests)."""
+    encoder, anchors, anchor_codes, positives, positive_codes, features = model.net_vqgan, [], [], [], [], []
     for i in range(BATCH):
-        anchor, anchor_logits = encoder.encode(output[i:i + 1])
+        anchor, logits = encoder.encode(output[i:i + 1])
+        anchors.append(anchor)
+        anchor_codes.append(logits)
         with torch.no_grad():
-            positive, positive_logits = encoder.encode(output_t[i:i + 1])
-            negs = [encoder.encode(negatives[j * BATCH + i][None])[0] for j in range(NUM_NEGATIVES)]
-        features.append(negs)
-        dmm = dmm - (positive_logits.softmax(-1) * anchor_logits.log_softmax(-1)).sum(-1).mean() / BATCH
-        for level in range(3):
-            numerators[level] = numerators[level] + (anchor[level] - positive[level]).abs().sum()
-            denominators[level] = denominators[level] + sum((anchor[level] - n[level]).abs().sum() for n in negs)
-            elements[level] += anchor[level].numel()
-    dcl = sum(w * (n / e) / (d / e + 1e-7) for w, n, d, e in zip(WEIGHTS, numerators, denominators, elements))
-    return 0.1 * dcl, 0.5 * dmm, features
+            positive, logits = encoder.encode(output_t[i:i + 1])
+            positives.append(positive)
+            positive_codes.append(logits)
+            features.append([encoder.encode(negatives[j * BATCH + i][None])[0] for j in range(NUM_NEGATIVES)])
+    levels = range(len(WEIGHTS))
+    anchor = [torch.cat([a[level] for a in anchors]) for level in levels]
+    positive = [torch.cat([p[level] for p in positives]) for level in levels]
+    negative = [torch.stack([torch.cat([features[i][j][level] for i in range(BATCH)]) for j in range(NUM_NEGATIVES)])
+                for level in levels]  # (num_neg + 1, B, C, H, W)
+    dcl = model.cri_dcl(anchor, positive, negative)
+    dmm = model.cri_dmm(torch.cat(anchor_codes), torch.cat(positive_codes))
+    return dcl, dmm, features
 
 
-@pytest.mark.parametrize('per_pass', [1, 2, 3])
+@pytest.mark.parametrize('per_pass', [1, 2, 3])  # 1: the default
 def test_streamed_encoder_path_equals_a_per_sample_reference(tmp_path, files, per_pass):
     """Features of every negative, both loss values and the gradient on the student output, within 1e-5."""
     model = make_model(tmp_path, files, negatives_per_pass=per_pass)
@@ -89,7 +102,7 @@ def test_streamed_encoder_path_equals_a_per_sample_reference(tmp_path, files, pe
     terms = encoder_terms(model)
     (terms['l_dcl'] + terms['l_dmm']).backward()
     reference_input = output.clone().requires_grad_(True)
-    dcl, dmm, reference_features = per_sample_reference(model.net_vqgan, reference_input, output_t, negatives)
+    dcl, dmm, reference_features = per_sample_reference(model, reference_input, output_t, negatives)
     (dcl + dmm).backward()
 
     assert len(seen) == 3 * -(-NUM_NEGATIVES // per_pass)  # one add per level and pass
@@ -213,8 +226,7 @@ def test_logits_kd_rejects_dckd_only_fast_keys(tmp_path, files):
 def small_encoder(trainable: bool = False) -> VQGANEncoder:
     """Two levels of two residual blocks (the second level widens: a 1x1 shortcut), attention at the second level."""
     torch.manual_seed(0)
-    ddconfig = dict(ch=32, ch_mult=[1, 2], num_res_blocks=2, attn_resolutions=[8], z_channels=8, resolution=16)
-    return VQGANEncoder(embed_dim=8, n_embed=16, ddconfig=ddconfig).eval().requires_grad_(trainable)
+    return VQGANEncoder(**arch_args(tiny_network('vqgan_two_blocks'))).eval().requires_grad_(trainable)
 
 
 def encoder_input(channels_last: bool = False) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """Every row of Table 2 on the KD base: FAKD (feature hooks, affinity loss), DUKD (upcycling, invertible ops), the
 kd_opt alias, and three training steps of each generated option file with tiny networks (in-process, CPU)."""
 import copy
-import importlib.util
 import itertools
 import sys
 from os import path as osp
@@ -13,17 +12,16 @@ from basicsr.models import build_model
 from basicsr.utils.matlab_functions import imresize
 from torch.nn import functional as F
 
+from conftest import (REPO, batch, generator_module, in_process, kd_options, load_option_file, run,
+                      save_random_network, tiny_network)
+
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
 from dckd_basicsr.invertible_ops import INVERTIBLE_OPS, apply_invertible_ops, undo_invertible_ops
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers, stage_at
 from dckd_basicsr.losses.fakd_loss import FAKDLoss, spatial_affinity
 from dckd_basicsr.padding import padded_forward
 from dckd_basicsr.upcycling import matlab_bicubic_downscale, random_grid_positions, zoom_in_tiles
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
 
 # ---------------------------------------------------------------- FAKD loss and hooks
 def test_fakd_loss_hand_computed():
@@ -88,7 +86,7 @@ def test_input_taps_and_repeated_taps():
 
 
 def test_recorder_turns_swinir_tokens_into_maps_and_respects_eval_mode():
-    net = build_network(dict(tiny_swinir(8, depths=[1, 1]), drop_path_rate=0.0))  # deterministic in train mode
+    net = build_network(dict(tiny_swinir('student', 2), drop_path_rate=0.0))  # deterministic in train mode
     recorder = FeatureRecorder(net, ['layers.1', 'conv_first'], 'opt', only_in_training=True)
     x = torch.rand(2, 3, 8, 12)
     net(x)
@@ -107,49 +105,17 @@ def test_recorder_turns_swinir_tokens_into_maps_and_respects_eval_mode():
 
 
 # ---------------------------------------------------------------- tiny models
-def tiny_swinir(dim, depths=(1, ), upscale=2):
-    return dict(type='SwinIR', upscale=upscale, in_chans=3, img_size=16, window_size=4, img_range=1.,
-                depths=list(depths), embed_dim=dim, num_heads=[2] * len(depths), mlp_ratio=2,
-                upsampler='pixelshuffle', resi_connection='1conv')
+def tiny_swinir(role, rstbs=1):
+    """The tiny SwinIR ``role`` (student: 8 channels, teacher: 16) with ``rstbs`` residual Swin blocks."""
+    return tiny_network(f'swinir_{role}', depths=[1] * rstbs, num_heads=[2] * rstbs)
 
 
 def tiny_rcan(groups):
-    return dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=16, num_group=groups, num_block=1, squeeze_factor=4,
-                upscale=2)
-
-
-TINY_VQGAN = dict(type='VQGAN', embed_dim=8, n_embed=16,
-                  ddconfig=dict(ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[], z_channels=8,
-                                resolution=16))
-
-
-def save(net_opt, path, seed):
-    torch.manual_seed(seed)
-    torch.save({'params': build_network(net_opt).state_dict()}, path)
-    return str(path)
-
-
-def kd_options(tmp_path, student, teacher, **train):
-    for folder in ('models', 'states'):
-        (tmp_path / folder).mkdir(exist_ok=True)
-    train_opt = dict(ema_decay=0.5, optim_g=dict(type='Adam', lr=1e-3, betas=[0.9, 0.99]),
-                     scheduler=dict(type='MultiStepLR', milestones=[100], gamma=0.5), pixel_opt=dict(type='L1Loss'))
-    train_opt.update(train)
-    return dict(is_train=True, dist=False, num_gpu=0, rank=0, world_size=1, manual_seed=0, scale=2,
-                model_type='KDModel', network_g=student, network_t=teacher,
-                path=dict(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'),
-                          pretrain_network_t=save(teacher, tmp_path / 'teacher.pth', 1)),
-                train=train_opt, val=dict(metrics={}))
-
-
-def batch(seed=0, size=8):
-    generator = torch.Generator().manual_seed(seed)
-    return {'lq': torch.rand(2, 3, size, size, generator=generator),
-            'gt': torch.rand(2, 3, 2 * size, 2 * size, generator=generator)}
+    return tiny_network('rcan_student', num_group=groups)
 
 
 def test_fakd_gradient_reaches_the_student_features_not_the_teacher(tmp_path):
-    opt = kd_options(tmp_path, tiny_swinir(8, [1] * 4), tiny_swinir(16, [1] * 6),
+    opt = kd_options(tmp_path, tiny_swinir('student', 4), tiny_swinir('teacher', 6),
                      logits_opt=dict(type='L1Loss'), lcr_opt=dict(type='L1Loss'),
                      fakd_opt=dict(type='FAKDLoss', loss_weight=1.0))
     model = build_model(opt)
@@ -182,13 +148,13 @@ def test_fakd_gradient_reaches_the_student_features_not_the_teacher(tmp_path):
     (dict(student_layers=['layers.0'], teacher_layers=['layers.0', 'layers.1']), '1 student_layers but 2'),
 ])
 def test_fakd_option_errors(tmp_path, fakd, message):
-    opt = kd_options(tmp_path, tiny_swinir(8), tiny_swinir(16), fakd_opt=dict(type='FAKDLoss', **fakd))
+    opt = kd_options(tmp_path, tiny_swinir('student'), tiny_swinir('teacher'), fakd_opt=dict(type='FAKDLoss', **fakd))
     with pytest.raises(OptionError, match=message):
         build_model(opt)
 
 
 def test_fakd_without_default_layers_is_an_error(tmp_path):
-    net = dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, upscale=2)
+    net = tiny_network('msrresnet')
     with pytest.raises(OptionError, match='train.fakd_opt.student_layers: missing'):
         build_model(kd_options(tmp_path, net, dict(net, num_feat=16), fakd_opt=dict(type='FAKDLoss')))
 
@@ -224,8 +190,10 @@ def test_zoom_in_tiles_are_grid_cells_of_the_gt_drawn_once_per_batch():
     assert tiles.shape == (4, 1, 8, 8)  # tile-major: both samples' first tile, then their second
     assert torch.equal(tiles[:2], gt[..., 8:16, 0:8]) and torch.equal(tiles[2:], gt[..., 0:8, 8:16])
     cells = random_grid_positions(3, 4, torch.Generator().manual_seed(0))
-    order = torch.randperm(9, generator=torch.Generator().manual_seed(0))[:4].tolist()
-    assert cells == [divmod(k, 3) for k in order] and len(set(cells)) == 4
+    assert len(set(cells)) == 4 and all(0 <= i < 3 and 0 <= j < 3 for i, j in cells)  # distinct cells of the grid
+    assert random_grid_positions(3, 4, torch.Generator().manual_seed(0)) == cells  # drawn from the given stream only
+    reached = {cell for seed in range(40) for cell in random_grid_positions(3, 1, torch.Generator().manual_seed(seed))}
+    assert reached == {(i, j) for i in range(3) for j in range(3)}  # every cell can be drawn
     with pytest.raises(ValueError, match='1 to 4'):
         random_grid_positions(2, 5)
     with pytest.raises(ValueError, match='do not fit'):
@@ -233,7 +201,7 @@ def test_zoom_in_tiles_are_grid_cells_of_the_gt_drawn_once_per_batch():
 
 
 def test_padded_forward_crops_back():
-    net = build_network(tiny_swinir(8))
+    net = build_network(tiny_swinir('student'))
     x = torch.rand(1, 3, 6, 6)
     out = padded_forward(net, x, 4)
     assert out.shape == (1, 3, 12, 12)
@@ -260,8 +228,8 @@ def recorded_draws(model):
 def test_dukd_terms_by_hand_on_swinir_with_a_padded_zoom_out(tmp_path):
     """lr 0 keeps the student fixed over both steps, so every term can be recomputed from it. The 12x12 LQ zooms out
     to 6x6, no multiple of the window (4): padded and cropped back (the authors' code would crash there)."""
-    opt = dukd_options(tmp_path, tiny_swinir(8), tiny_swinir(16), pixel_opt=dict(type='L1Loss', loss_weight=5.0),
-                       noisy=dict(prob=1.0))
+    opt = dukd_options(tmp_path, tiny_swinir('student'), tiny_swinir('teacher'),
+                       pixel_opt=dict(type='L1Loss', loss_weight=5.0), noisy=dict(prob=1.0))
     opt['train']['optim_g']['lr'] = 0.0
     model = build_model(opt)
     draws = recorded_draws(model)
@@ -358,13 +326,6 @@ def test_dukd_option_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- every row, three steps
-def generator_module():
-    spec = importlib.util.spec_from_file_location('gen', osp.join(REPO, 'options', 'generate_sr_options.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 EXPECTED_TERMS = {
     'Scratch': ['l_pix'], 'Logits': ['l_pix', 'l_kd'], 'FAKD': ['l_pix', 'l_kd', 'l_fakd'],
     'DUKD': ['l_pix', 'l_kd', 'l_zoom_in'],  # the x2 files: no zoom-out
@@ -384,22 +345,18 @@ def shipped_rows():
 def test_three_steps_of_every_row_train_only_the_student(tmp_path, shipped_rows, backbone, method):
     """The shipped option file of the row (x2) with tiny networks and checkpoints; everything else as shipped."""
     opt = copy.deepcopy(shipped_rows[(backbone, method)])
-    student, teacher = ((tiny_swinir(8, [1, 1]), tiny_swinir(16, [1, 1, 1])) if backbone == 'SwinIR' else
+    student, teacher = ((tiny_swinir('student', 2), tiny_swinir('teacher', 3)) if backbone == 'SwinIR' else
                         (tiny_rcan(2), tiny_rcan(3)))
-    for folder in ('models', 'states'):
-        (tmp_path / folder).mkdir()
-    opt.update(is_train=True, dist=False, num_gpu=0, rank=0, world_size=1, network_g=student)
-    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
+    in_process(opt, tmp_path)
+    opt['network_g'] = student
     opt['train']['ema_decay'] = 0.5
     if 'network_t' in opt:
         opt['network_t'] = teacher
-        opt['path']['pretrain_network_t'] = save(teacher, tmp_path / 'teacher.pth', 1)
+        opt['path']['pretrain_network_t'] = save_random_network(teacher, tmp_path / 'teacher.pth', seed=1)
     if 'network_vqgan' in opt:
-        opt['network_vqgan'] = copy.deepcopy(TINY_VQGAN)
-        vq_opt = {k: v for k, v in TINY_VQGAN.items() if k != 'type'}
-        torch.manual_seed(2)
-        torch.save({'state_dict': VQGANEncoder(**vq_opt).state_dict()}, tmp_path / 'vq.ckpt')
-        opt['path']['pretrain_network_vqgan'] = str(tmp_path / 'vq.ckpt')
+        opt['network_vqgan'] = tiny_network('vqgan')
+        opt['path']['pretrain_network_vqgan'] = save_random_network(opt['network_vqgan'], tmp_path / 'vq.ckpt', seed=2,
+                                                                    key='state_dict')
         opt['train'].update(num_neg=2, step=[2])
         opt['train']['cl_opt']['weights'] = [0.25, 0.5, 1.0]  # the tiny encoder's three levels
     model = build_model(opt)
@@ -419,12 +376,12 @@ def test_three_steps_of_every_row_train_only_the_student(tmp_path, shipped_rows,
         assert all(torch.equal(teacher_start[k], v) for k, v in model.net_t.state_dict().items())
 
 
+@pytest.mark.slow
 def test_shipped_fakd_file_trains_and_validates_through_the_entry_point(tmp_path):
     """train_SwinIR_SRx2_FAKD.yml through ``python -m dckd_basicsr.train`` with tiny networks and EMA off, so that
     validation runs the hooked student itself (in eval mode, not recorded) between training steps."""
     import cv2
     import numpy as np
-    from conftest import load_option_file, run
     rng = np.random.default_rng(0)
     for folder in ('hr', 'lr', 'val_hr', 'val_lr'):
         (tmp_path / folder).mkdir()
@@ -435,8 +392,8 @@ def test_shipped_fakd_file_trains_and_validates_through_the_entry_point(tmp_path
         cv2.imwrite(str(tmp_path / 'lr' / f'{i}.png'), lr)
         cv2.imwrite(str(tmp_path / 'val_hr' / f'{i}.png'), hr)
         cv2.imwrite(str(tmp_path / 'val_lr' / f'{i}x2.png'), lr)  # 18x20: no multiple of the window
-    student, teacher = tiny_swinir(8, [1, 1]), tiny_swinir(16, [1, 1, 1])
-    save(teacher, tmp_path / 'teacher.pth', 1)
+    student, teacher = tiny_swinir('student', 2), tiny_swinir('teacher', 3)
+    save_random_network(teacher, tmp_path / 'teacher.pth', seed=1)
     force = [f'datasets:train:dataroot_gt={tmp_path / "hr"}', f'datasets:train:dataroot_lq={tmp_path / "lr"}',
              'datasets:train:io_backend:type=disk', 'datasets:train:gt_size=16', 'datasets:train:batch_size_per_gpu=2',
              'datasets:train:num_worker_per_gpu=0', 'num_gpu=0', 'train:total_iter=3', 'train:ema_decay=0',

@@ -1,34 +1,26 @@
 """Every option file under options/: parses, names registered types; the SR rows of Table 2 come from the generator
-and differ, within one backbone and scale, only in their method's keys."""
+and differ, within one backbone and scale, only in their method's keys; the deblurring/deraining files, the authors'
+file and the demo templates. The networks of the shipped files have the sizes of Table 1."""
 import glob
-import importlib.util
 import re
 from os import path as osp
 
 import pytest
 from basicsr.archs import build_network
 
-from conftest import flatten, load_option_file
+from conftest import REPO, TABLE1, count_built, flatten, generator_module, load_option_file
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.option_checks import check_option_types
+from dckd_basicsr.progressive import ProgressivePatchSchedule
 from dckd_basicsr.results import labels_from_name, labels_from_options
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ALL_FILES = sorted(glob.glob(osp.join(REPO, 'options', '**', '*.yml'), recursive=True))
 SR_METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar', 'DCKDEq9')
 GROUPS = [(b, s) for b in ('SwinIR', 'RCAN') for s in (2, 3, 4)]
 TABLE2_LABEL = {'Scratch': 'Scratch', 'Logits': 'Logits', 'FAKD': 'FAKD', 'DUKD': 'DUKD', 'DCKD': 'DCKD',
                 'DCKDstar': 'DCKD*', 'DCKDEq9': 'DCKD (Eq. 9)'}
-
-
-def generator_module():
-    spec = importlib.util.spec_from_file_location('generate_sr_options', osp.join(REPO, 'options',
-                                                                                  'generate_sr_options.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def sr_file(backbone, scale, method):
@@ -42,8 +34,8 @@ def test_every_option_file_parses_and_names_registered_types(path):
     check_option_types(opt)  # raises UnknownTypeError naming the key
 
 
-@pytest.mark.parametrize('backbone', ['SwinIR', 'RCAN'])
-def test_sr_option_files_are_ascii_with_short_lines(backbone):
+@pytest.mark.parametrize('backbone', ['SwinIR', 'RCAN', 'NAFNet', 'Restormer'])
+def test_option_files_are_ascii_with_short_lines(backbone):
     for path in glob.glob(osp.join(REPO, 'options', '*', backbone, '*.yml')):
         with open(path, 'rb') as f:
             for number, line in enumerate(f, 1):
@@ -156,18 +148,74 @@ def test_paper_settings_and_layout(backbone, scale):
     assert test['path']['pretrain_network_g'] == f'experiments/{backbone}_SRx{scale}_DCKD/models/net_g_latest.pth'
 
 
-TABLE1 = {('SwinIR', 'network_g'): 1_235_439, ('SwinIR', 'network_t'): 11_900_199,
-          ('RCAN', 'network_g'): 5_171_315, ('RCAN', 'network_t'): 15_592_355}
-
-
 @pytest.mark.parametrize('backbone', ['SwinIR', 'RCAN'])
 def test_x4_networks_have_table1_sizes(backbone):
     opt = load_option_file(sr_file(backbone, 4, 'Logits'))
-    for key in ('network_g', 'network_t'):
-        net = build_network(dict(opt[key]))
-        assert sum(p.numel() for p in net.parameters()) == TABLE1[(backbone, key)], key
+    for key, role in (('network_g', 'student'), ('network_t', 'teacher')):
+        assert count_built(dict(opt[key])) == TABLE1[(backbone, role)][2], key
 
 
+# ---------------------------------------------------------------- deblurring and deraining (NAFNet, Restormer)
+OPTION_FILES = sorted(glob.glob(osp.join(REPO, 'options', 'train', 'NAFNet', '*.yml')) +
+                      glob.glob(osp.join(REPO, 'options', 'train', 'Restormer', '*.yml')))
+
+
+def test_option_files_exist():
+    names = sorted(osp.basename(p) for p in OPTION_FILES)
+    assert names == sorted(f'train_{b}_{t}_{m}.yml' for b, t in [('NAFNet', 'Deblur'), ('Restormer', 'Deblur'),
+                                                                  ('Restormer', 'Derain')]
+                           for m in ('Scratch', 'Logits', 'DCKD'))
+
+
+@pytest.mark.parametrize('path', OPTION_FILES, ids=osp.basename)
+def test_option_file_networks_match_table1(path):
+    opt = load_option_file(path)
+    backbone = osp.basename(path).split('_')[1]
+    assert opt['name'] == osp.splitext(osp.basename(path))[0][len('train_'):]
+    assert opt['scale'] == 1
+    for key, role in (('network_g', 'student'), ('network_t', 'teacher')):
+        if key in opt:
+            assert count_built(dict(opt[key])) == TABLE1[(backbone, role)][2], key
+    y_channel = 'Derain' in path
+    for metric in opt['val']['metrics'].values():
+        assert metric['test_y_channel'] is y_channel and metric['crop_border'] == 0
+    assert opt['train']['optim_g']['type'] == 'AdamW'
+    schedule = ProgressivePatchSchedule.from_options(opt)
+    if backbone == 'Restormer':
+        assert schedule.ends == [92000, 156000, 204000, 240000, 276000, 300000]
+        assert opt['train']['total_iter'] == 300000
+        assert opt['train']['optim_g']['lr'] == 3e-4 and opt['train']['optim_g']['betas'] == [0.9, 0.999]
+    else:
+        assert schedule is None and opt['datasets']['train']['gt_size'] == 256
+        assert opt['train']['total_iter'] == 200000
+        assert opt['train']['optim_g']['lr'] == 1e-3 and opt['train']['optim_g']['betas'] == [0.9, 0.9]
+    if 'Derain' in path:
+        assert [d['name'] for k, d in opt['datasets'].items() if k.startswith('val')] == [
+            'Test100', 'Rain100H', 'Rain100L', 'Test2800', 'Test1200']
+
+
+@pytest.mark.parametrize('group', ['NAFNet_Deblur', 'Restormer_Deblur', 'Restormer_Derain'])
+def test_methods_differ_only_in_method_keys(group):
+    folder = osp.join(REPO, 'options', 'train', group.split('_')[0])
+    scratch, logits, dckd = (flatten(load_option_file(osp.join(folder, f'train_{group}_{m}.yml')))
+                             for m in ('Scratch', 'Logits', 'DCKD'))
+
+    assert scratch['model_type'] == 'SRModel' and logits['model_type'] == dckd['model_type'] == 'DCKDModel'
+    kd_keys = _changed(scratch, logits) - {'model_type'}
+    assert kd_keys and not _only(kd_keys, TEACHER) and TEACHER[0] <= kd_keys
+    dckd_keys = _changed(logits, dckd)
+    assert not _only(dckd_keys, DCKD) and DCKD[0] <= dckd_keys
+    # the authors' DCKD values
+    assert dckd['train.cl_opt.type'] == 'ContrasLoss' and dckd['train.cl_opt.loss_weight'] == 0.1
+    assert dckd['train.cl_opt.weights'] == [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1]
+    assert dckd['train.ce_opt.type'] == 'CELoss' and dckd['train.ce_opt.loss_weight'] == 0.001
+    assert (dckd['train.num_neg'], dckd['train.update_decay'], dckd['train.step']) == (4, 0.1, [1000, 2000, 3000])
+    assert dckd['network_vqgan.type'] == 'VQGAN' and dckd['network_vqgan.n_embed'] == 1024
+    assert dckd['network_vqgan.ddconfig.ch_mult'] == [1, 1, 2, 2, 4]
+    assert dckd['path.param_key_vqgan'] == 'state_dict' and dckd['path.strict_load_vqgan'] is False
+
+
+# ---------------------------------------------------------------- the authors' SwinIR x4 file
 AUTHORS_FILE = osp.join(REPO, 'options/train/SwinIR/train_SwinIR_SRx4_DCKD_authors.yml')
 AUTHORS_VALUES = osp.join(REPO, 'tests/data/authors/train_SwinIR_SRx4_DCKD.values.yml')
 # Where the data and the checkpoints lie, and how the training set is stored (the LMDBs of datasets_prep/ instead of
@@ -217,3 +265,19 @@ def test_the_reference_types_keys_are_accepted_and_unhonourable_values_refused()
     with pytest.raises(OptionError, match=r'network_vqgan\.ddconfig\.resamp_with_conv: False'):
         build_network(dict(opt['network_vqgan'], ddconfig=dict(opt['network_vqgan']['ddconfig'],
                                                                resamp_with_conv=False)))
+
+
+# ---------------------------------------------------------------- the demo's templates (options/demo)
+def test_demo_templates_differ_only_in_the_method_keys():
+    from dckd_basicsr import demo
+    scratch, logits, dckd = (demo.load_template(f'student_{m}') for m in demo.METHODS)
+    for opt in (scratch, logits, dckd):
+        opt.pop('name')
+    assert set(logits) - set(scratch) == {'network_t'}
+    assert set(dckd) - set(logits) == {'network_his', 'network_vqgan'}
+    assert set(dckd['train']) - set(logits['train']) == {'cl_opt', 'ce_opt', 'num_neg', 'update_decay', 'step',
+                                                          'gaussian_noise_prob', 'gray_noise_prob',
+                                                          'gaussian_blur_prob', 'resize_prob'}
+    assert set(logits['train']) - set(scratch['train']) == {'logits_opt'}
+    assert scratch['network_g'] == logits['network_g'] == dckd['network_g']
+    assert scratch['datasets'] == logits['datasets'] == dckd['datasets']

@@ -68,6 +68,7 @@ def _assert_registered(report):
     assert report['resume_patched'] == 'dckd_basicsr.resume'
 
 
+@pytest.mark.slow
 def test_import_hook_registers_on_plain_import_basicsr_without_importing_torch_at_startup(tmp_path):
     report = _probe([PYTHON], cwd=tmp_path)
     assert report['hook'] == ['BasicSRFinder']
@@ -75,6 +76,7 @@ def test_import_hook_registers_on_plain_import_basicsr_without_importing_torch_a
     _assert_registered(report)
 
 
+@pytest.mark.slow
 def test_hook_can_be_switched_off(tmp_path):
     code = ('import sys\ntry:\n    import basicsr\nexcept ImportError as error:\n    print(error)\n'
             'print("dckd_basicsr" in sys.modules)')
@@ -84,6 +86,7 @@ def test_hook_can_be_switched_off(tmp_path):
     assert 'functional_tensor' in proc.stdout
 
 
+@pytest.mark.slow
 def test_regular_non_editable_install_ships_and_runs_the_hook(tmp_path):
     """`pip install .` (a wheel): the .pth and the hook module land at the top of site-packages and work there."""
     wheel_dir = tmp_path / 'wheel'

@@ -1,4 +1,5 @@
 """``python -m dckd_basicsr.results``: BasicSR validation logs -> the paper's tables with the paper's numbers."""
+import json
 import os
 import re
 import subprocess
@@ -8,6 +9,8 @@ from os import path as osp
 import cv2
 import numpy as np
 import pytest
+
+from conftest import tiny_network
 
 from dckd_basicsr import results
 from dckd_basicsr.results import collect_runs, format_tables, labels_from_name, labels_from_options, parse_log, pick
@@ -191,8 +194,7 @@ datasets:
     dataroot_lq: data/b100/LR
     filename_tmpl: '{}'
     io_backend: {type: disk}
-network_g: {type: RCAN, num_in_ch: 3, num_out_ch: 3, num_feat: 8, num_group: 1, num_block: 1, squeeze_factor: 4,
-            upscale: 4}
+network_g: NETWORK_G
 path: {pretrain_network_g: ~, strict_load_g: true, resume_state: ~}
 train:
   optim_g: {type: Adam, lr: !!float 1e-2, betas: [0.9, 0.99]}
@@ -207,9 +209,10 @@ val:
     psnr: {type: calculate_psnr, crop_border: 4, test_y_channel: true}
     ssim: {type: calculate_ssim, crop_border: 4, test_y_channel: true}
 logger: {print_freq: 2, save_checkpoint_freq: 100, use_tb_logger: false}
-"""
+""".replace('NETWORK_G', json.dumps(tiny_network('rcan_student', num_feat=8, upscale=4)))  # JSON is YAML
 
 
+@pytest.mark.slow
 def test_logs_of_a_real_cpu_run(tmp_path):
     """A 6-iteration BasicSR SRModel run: results reads its log and its saved option file."""
     _sr_pairs(str(tmp_path / 'data' / 'train'), [f'{i:03d}' for i in range(4)], 32, 0)

@@ -6,6 +6,8 @@ import torch
 
 from conftest import BIN, dckd_train_options, free_port, run, write_options
 
+pytestmark = pytest.mark.slow  # every test here trains in fresh interpreters, over 5 s each
+
 # Runs BasicSR's train_pipeline with a DCKDModel that records, per rank, its final weights, which networks are DDP,
 # how many validations ran and how many checkpoint files it wrote.
 TORCHRUN_DCKD = '''

@@ -15,7 +15,8 @@ from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 
 import dckd_basicsr  # noqa: F401
-from conftest import PYTHON, dckd_train_options, make_pairs, run, save_random_network, sr_train_options, write_options
+from conftest import (PYTHON, batch, dckd_train_options, in_process, make_pairs, run, save_random_network,
+                      sr_train_options, write_options)
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.option_checks import check_options
 from dckd_basicsr.resume import latest_training_state
@@ -71,6 +72,7 @@ def _assert_same_files(a: Path, b: Path) -> None:
             assert torch.equal(tensor, right[key][name]), f'{a.name} {key}.{name} differs'
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_auto_resume_equals_the_uninterrupted_run(tmp_path):
     # Three images, batch 1: the checkpoint at iteration 4 lies inside the second epoch, so the resumed run must
     # continue that epoch after the batch it had drawn (BasicSR 1.4.2 alone restarts the epoch).
@@ -240,16 +242,13 @@ def test_a_failed_save_is_retried_then_logged_not_raised(tmp_path, monkeypatch):
 
 
 def _in_process_options(tmp_path: Path, data: dict, **train_updates) -> dict:
-    opt = dckd_train_options(tmp_path, data)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1)
-    opt['path'].update(models=str(tmp_path / 'models'), training_states=str(tmp_path / 'states'))
+    opt = in_process(dckd_train_options(tmp_path, data), tmp_path)
     opt['train'].update(train_updates)
     return opt
 
 
 def _batch(seed: int) -> dict:
-    generator = torch.Generator().manual_seed(seed)
-    return {'lq': torch.rand(2, 3, 16, 16, generator=generator), 'gt': torch.rand(2, 3, 32, 32, generator=generator)}
+    return batch(seed, size=16)
 
 
 def _snapshot(model) -> dict:
@@ -384,6 +383,7 @@ def test_teacher_checkpoint_for_another_architecture(tmp_path, toy_data):
     assert 'missing from the checkpoint' in message and len(message) < 1500
 
 
+@pytest.mark.slow
 def test_short_epochs_still_reach_total_iter(tmp_path):
     """3 images, batch 2: BasicSR 1.4.2 counts 2 iterations per epoch, its loader gives 1, and it stopped at 6 of 10."""
     data = make_pairs(tmp_path / 'data', count=3)
