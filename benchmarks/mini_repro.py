@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from os import path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 

@@ -249,6 +249,21 @@ def test_an_option_key_the_type_does_not_have_is_an_error_naming_it(block, key):
         check_option_keys(opt)
 
 
+def test_keys_a_model_reads_from_a_loss_block_come_from_its_loss_table():
+    """FAKD's layer names are read by KDModel (LOSS_TERMS' model_keys), not by FAKDLoss: accepted there only."""
+    from dckd_basicsr.option_checks import check_option_keys
+    opt = load_option_file(osp.join(REPO, 'options/train/RCAN/train_RCAN_SRx4_FAKD.yml'))
+    opt['train']['fakd_opt'].update(student_layers=['body.2'], teacher_layers=['body.6'])
+    check_option_keys(opt)
+    opt['model_type'] = 'SRModel'  # no loss table: the keys are FAKDLoss's, which has none of them
+    with pytest.raises(OptionError, match=r"^train\.fakd_opt\.student_layers: FAKDLoss has no option"):
+        check_option_keys(opt)
+    opt['model_type'] = 'KDModel'
+    opt['train']['fakd_opt']['student_layer'] = ['body.2']  # misspelt
+    with pytest.raises(OptionError, match=r"^train\.fakd_opt\.student_layer: FAKDLoss has no option"):
+        check_option_keys(opt)
+
+
 def test_the_reference_types_keys_are_accepted_and_unhonourable_values_refused():
     from basicsr.losses import build_loss
     from dckd_basicsr.option_checks import check_option_keys
