@@ -5,7 +5,8 @@ Usage::
     python benchmarks/bench_step.py                                   # CPU: batch 2, LQ 32x32, SwinIR and RCAN x4
     python benchmarks/bench_step.py --device cuda --batch 16 --lq 48 --iters 10
     python benchmarks/bench_step.py --configs swinir --append benchmarks/RESULTS.md
-    python benchmarks/bench_step.py --loss-diff                     # loss values: fp32 against train.fast (bf16)
+    python benchmarks/bench_step.py --loss-diff                     # loss values only: fp32 against each fast row
+    python benchmarks/bench_step.py --methods "DCKD amp bf16" "DCKD amp bf16 + compile"   # a subset of the rows
 
 For each configuration of Table 1 (SwinIR x4: student SwinIR 60/4x6, teacher SwinIR-M 180/6x6; RCAN x4: student
 RCAN 10x6, teacher RCAN 10x20; the full-size taming f16-1024 VQGAN encoder; all with random weights, which cost
@@ -17,7 +18,17 @@ the same as trained ones) the real models of this plugin are built from option d
 * ``DCKD exact``: ``DCKDModel`` as the paper's option file (Eq. 5 + Eq. 9, 4 degraded negatives + the LQ input), fp32;
 * ``DCKD exact, channels_last``: the same with ``train.fast: {channels_last: true}`` (still fp32: the same math, the
   frozen networks' tensors in the memory layout the CPU convolutions prefer);
-* ``DCKD fast``: the same with ``train.fast: {autocast: bf16, channels_last: true}`` (``--autocast fp16``: fp16).
+* ``DCKD fast``: the same with ``train.fast: {autocast: bf16, channels_last: true}`` (``--autocast fp16``: fp16):
+  the frozen networks in bf16, the student and the losses in fp32;
+* ``DCKD amp bf16`` / ``DCKD amp fp16``: ``{amp: bf16 | fp16, channels_last: true}``, the whole step under autocast
+  (fp16 with the GradScaler; the row is left out where torch has no fp16 autocast on the device);
+* ``DCKD compile``: ``{compile: true, channels_last: true}`` (fp32, compiled student, teacher, history model and
+  encoder blocks); ``DCKD amp bf16 + compile``: both. Compilation happens in the warm-up steps, so give
+  ``--warmup`` at least 1 (the compile rows take minutes to warm up on a CPU).
+
+``--methods`` picks a subset of the rows (``logits KD`` and ``DCKD exact`` are always run: the ratios and the drift
+are against them). Before the timings, each DCKD row's loss terms on the same inputs and the same weights are
+printed next to ``DCKD exact``'s (relative difference per term): the drift a fast setting costs.
 
 All use BasicSR's EMA (0.999) and Adam. Time per iteration is the median of ``--iters`` steps after ``--warmup``.
 The DCKD exact step is broken down (student forward, teacher, negatives = degradations + history model, encoder
@@ -62,8 +73,18 @@ CONFIGS = {
     'rcan': dict(student=dict(RCAN, num_block=6), teacher=dict(RCAN, num_block=20)),
 }
 VQGAN = dict(type='VQGAN', embed_dim=256, n_embed=1024, ddconfig=DEFAULT_DDCONFIG)  # taming's f16-1024
-METHODS = ('scratch', 'logits KD', 'DCKD exact', 'DCKD exact, channels_last', 'DCKD fast')
-FAST = dict(autocast='bf16', channels_last=True)
+FAST = dict(autocast='bf16', channels_last=True)  # the 'DCKD fast' row; --autocast sets its precision
+# DCKD row -> train.fast (None: exact fp32)
+DCKD_FAST = {
+    'DCKD exact': None,
+    'DCKD exact, channels_last': dict(channels_last=True),
+    'DCKD fast': FAST,
+    'DCKD amp bf16': dict(amp='bf16', channels_last=True),
+    'DCKD amp fp16': dict(amp='fp16', channels_last=True),
+    'DCKD compile': dict(compile=True, channels_last=True),
+    'DCKD amp bf16 + compile': dict(amp='bf16', channels_last=True, compile=True),
+}
+METHODS = ('scratch', 'logits KD') + tuple(DCKD_FAST)
 BREAKDOWN = ('student fwd', 'teacher', 'negatives', 'encoder', 'losses', 'backward', 'rest')
 
 
@@ -100,10 +121,8 @@ def options(method: str, config: str, files: Dict[str, str], root: str, device: 
                                  weights=[1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0]),
                      ce_opt=dict(type='DistributionMappingLoss', loss_weight=0.001), num_neg=4, gaussian_noise_prob=1,
                      gray_noise_prob=0.5, update_decay=0.1, step=[1000, 2000, 3000])
-        if method == 'DCKD fast':
-            train['fast'] = dict(FAST)
-        elif method == 'DCKD exact, channels_last':
-            train['fast'] = dict(channels_last=True)
+        if DCKD_FAST[method]:
+            train['fast'] = dict(DCKD_FAST[method])
         if negatives_per_pass:
             train.setdefault('fast', {})['negatives_per_pass'] = negatives_per_pass
     return opt
@@ -330,7 +349,10 @@ def run_config(config: str, args, root: str) -> List[str]:
     device = args.device
     files = write_checkpoints(root, config)
     data = inputs(args.batch, args.lq, device)
-    models = {method: build(method, config, files, root, device, args.negatives_per_pass) for method in METHODS}
+    methods = args.methods
+    models = {method: build(method, config, files, root, device, args.negatives_per_pass) for method in methods}
+    # the drift first, while every model still has the weights it was built with
+    drift = drift_lines(config, args, {m: model for m, model in models.items() if m.startswith('DCKD')}, data)
     # interleave the methods so load changes on a shared machine hit them alike
     times = defaultdict(list)
     for index in range(args.warmup + args.iters):
@@ -339,8 +361,9 @@ def run_config(config: str, args, root: str) -> List[str]:
             if index >= args.warmup:
                 times[method].append(elapsed)
     step = {method: statistics.median(values) for method, values in times.items()}
-    parts = breakdown(models['DCKD exact'], data, 0, args.iters, device)  # the models are warm by now
-    fast_parts = breakdown(models['DCKD fast'], data, 0, args.iters, device)
+    # the models are warm by now
+    broken_down = [method for method in ('DCKD exact', 'DCKD fast', 'DCKD amp bf16') if method in models]
+    parts = {method: breakdown(models[method], data, 0, args.iters, device) for method in broken_down}
     floor_fns = floor_functions(models['DCKD exact'], data)
     floor = {name: median_time(fn, 1, args.iters, device) for name, fn in floor_fns.items()}
     floor_total = sum(floor.values())
@@ -349,7 +372,8 @@ def run_config(config: str, args, root: str) -> List[str]:
     flops['logits KD step'] = count_flops(lambda: step_time(kd_model, data, 3000, device))
     peak_rate = matmul_rate(device)
     if device == 'cpu':
-        memory = {method: cpu_memory(method, config, args, root) for method in METHODS}
+        memory = {method: cpu_memory(method, config, args, root) if not args.no_memory else None
+                  for method in methods}
         memory_note = ('peak resident set (VmHWM of a fresh process per method, which ran warm-up + 1 steps) / that '
                        'peak minus the resident set just before the first step')
     else:
@@ -360,23 +384,30 @@ def run_config(config: str, args, root: str) -> List[str]:
              f'{device}' + (f', negatives_per_pass {args.negatives_per_pass}' if args.negatives_per_pass else ''), '',
              f'| method | step s (median of {args.iters}) | / logits KD | peak MiB | step MiB | peak / logits KD |',
              '|---|---|---|---|---|---|']
-    for method in METHODS:
-        lines.append(f"| {method} | {step[method]:.3f} | {step[method] / kd:.2f}x | {mib(memory[method]['peak'])} | "
-                     f"{mib(memory[method]['step'])} | {memory[method]['peak'] / memory['logits KD']['peak']:.2f}x |")
-    lines += ['', f'Memory: {memory_note}.', '',
-              '| DCKD step part | exact s | fast s |', '|---|---|---|']
+    for method in methods:
+        if memory[method] is None:
+            figures = '- | - | -'
+        else:
+            figures = (f"{mib(memory[method]['peak'])} | {mib(memory[method]['step'])} | "
+                       f"{memory[method]['peak'] / memory['logits KD']['peak']:.2f}x")
+        lines.append(f"| {method} | {step[method]:.3f} | {step[method] / kd:.2f}x | {figures} |")
+    lines += ['', f'Memory: {memory_note}.' if not args.no_memory else 'Memory: not measured (--no-memory).', '',
+              '| DCKD step part | ' + ' | '.join(f'{method} s' for method in broken_down) + ' |',
+              '|---|' + '---|' * len(broken_down)]
     for part in BREAKDOWN + ('total', ):
-        lines.append(f'| {part} | {parts[part]:.3f} | {fast_parts[part]:.3f} |')
+        lines.append(f'| {part} | ' + ' | '.join(f'{parts[method][part]:.3f}' for method in broken_down) + ' |')
     lines += ['', f'| floor part (timed alone) | s | GFLOP | GFLOP/s | / fp32 matmul ({peak_rate / 1e9:.0f} GFLOP/s) |',
               '|---|---|---|---|---|']
     for part, value in list(floor.items()) + [('logits KD step', kd)]:
         rate = flops[part] / value
         lines.append(f'| {part} | {value:.3f} | {flops[part] / 1e9:.1f} | {rate / 1e9:.1f} | {rate / peak_rate:.0%} |')
     floor_flops = sum(flops[part] for part in floor)
+    fastest = min((method for method in step if method.startswith('DCKD')), key=step.get)
     lines += [f'| **floor** | **{floor_total:.3f}** | **{floor_flops / 1e9:.1f}** | {floor_flops / floor_total / 1e9:.1f}'
               f' | {floor_flops / floor_total / peak_rate:.0%} |', '',
               f"DCKD exact / floor: {step['DCKD exact'] / floor_total:.2f}x (instrumented total "
-              f"{parts['total'] / floor_total:.2f}x); DCKD fast / floor: {step['DCKD fast'] / floor_total:.2f}x. "
+              f"{parts['DCKD exact']['total'] / floor_total:.2f}x); fastest DCKD row ({fastest}) / floor: "
+              f"{step[fastest] / floor_total:.2f}x, / logits KD: {step[fastest] / kd:.2f}x. "
               f"Floor / logits KD: {floor_total / kd:.2f}x in time, {floor_flops / flops['logits KD step']:.2f}x in "
               'FLOPs.']
     encoder_parts = [part for part in floor if part.startswith('encoder')]
@@ -386,32 +417,43 @@ def run_config(config: str, args, root: str) -> List[str]:
               f'would have to run in {budget:.2f} s, at {encoder_flops / max(budget, 1e-9) / 1e9:.0f} GFLOP/s '
               f'({encoder_flops / max(budget, 1e-9) / peak_rate:.0%} of the fp32 matmul rate); they run at '
               f'{encoder_flops / sum(floor[part] for part in encoder_parts) / 1e9:.0f} GFLOP/s.', '']
-    return lines
+    return drift + lines
+
+
+def loss_values(model, data) -> Dict[str, float]:
+    """One step's loss terms on ``data`` (no update), under the model's ``train.fast`` precision."""
+    model.feed_data(data)
+    with model.model_random_stream(), torch.no_grad(), model.fast.amp():
+        model.output = model.net_g(model.lq).float()
+        model.run_teacher()
+        return {key: value.item() for key, value in model.compute_losses(1).items()}
+
+
+def drift_lines(config: str, args, models: Dict[str, object], data) -> List[str]:
+    """Each DCKD row's loss terms against ``DCKD exact``'s on the same inputs (relative difference per term).
+
+    The models are built from the same seed, so student, history model, teacher, encoder and the negatives' random
+    draws are the same; only the ``train.fast`` settings differ.
+    """
+    values = {method: loss_values(model, data) for method, model in models.items()}
+    exact = values['DCKD exact']
+    others = [method for method in values if method != 'DCKD exact']
+    lines = [f'### {config} x4: loss terms, fp32 (DCKD exact) vs each fast row, relative difference (batch '
+             f'{args.batch}, LQ {args.lq}, {args.device})', '',
+             '| term | fp32 | ' + ' | '.join(others) + ' |', '|---|---|' + '---|' * len(others)]
+    for key, value in exact.items():
+        lines.append(f'| {key} | {value:.6g} | ' +
+                     ' | '.join(f'{abs(values[m][key] - value) / abs(value):.2e}' for m in others) + ' |')
+    return lines + ['']
 
 
 def loss_difference(config: str, args, root: str) -> List[str]:
-    """Loss values of one step's inputs with the frozen networks in fp32 and in ``train.fast`` (bf16, channels_last).
-
-    Both models are built from the same seed, so student, history model, teacher, encoder and the negatives' random
-    draws are the same; only the precision and memory format of the frozen networks differ.
-    """
+    """``--loss-diff``: only :func:`drift_lines`, for the DCKD rows of ``--methods``."""
     files = write_checkpoints(root, config)
     data = inputs(args.batch, args.lq, args.device)
-    values = {}
-    for method in ('DCKD exact', 'DCKD fast'):
-        model = build(method, config, files, root, args.device)
-        model.feed_data(data)
-        with model.model_random_stream(), torch.no_grad():
-            model.output = model.net_g(model.lq)
-            model.run_teacher()
-            values[method] = {key: value.item() for key, value in model.compute_losses(1).items()}
-        del model
-    lines = [f'### {config} x4: loss values, fp32 vs train.fast {FAST} (batch {args.batch}, LQ {args.lq}, '
-             f'{args.device})', '', '| term | fp32 | fast | relative difference |', '|---|---|---|---|']
-    for key, exact in values['DCKD exact'].items():
-        fast = values['DCKD fast'][key]
-        lines.append(f'| {key} | {exact:.6g} | {fast:.6g} | {abs(fast - exact) / abs(exact):.2e} |')
-    return lines + ['']
+    models = {method: build(method, config, files, root, args.device) for method in args.methods
+              if method.startswith('DCKD')}
+    return drift_lines(config, args, models, data)
 
 
 def header(args) -> List[str]:
@@ -438,13 +480,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s choice); children inherit it')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--iters', type=int, default=3)
+    parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS),
+                        help='rows to run (logits KD and DCKD exact always run); default: all')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='skip the peak-memory runs (on CPU a fresh process per row: minutes for compile rows)')
     parser.add_argument('--loss-diff', action='store_true',
-                        help='only compare the loss values of DCKD exact and DCKD fast on one batch')
+                        help='only compare the loss terms of DCKD exact and each other DCKD row on one batch')
     parser.add_argument('--append', help='append the table to this markdown file (e.g. benchmarks/RESULTS.md)')
     parser.add_argument('--memory-child', help=argparse.SUPPRESS)
     parser.add_argument('--root', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     FAST['autocast'] = args.autocast
+    args.methods = [m for m in METHODS if m in set(args.methods) | {'logits KD', 'DCKD exact'}]
+    if 'DCKD amp fp16' in args.methods:
+        from dckd_basicsr.fast import fp16_supported
+        if not fp16_supported(torch.device(args.device)):
+            print(f'DCKD amp fp16: left out, torch {torch.__version__} has no fp16 autocast on {args.device}.')
+            args.methods.remove('DCKD amp fp16')
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:

@@ -4,6 +4,10 @@ A skipped step updates nothing (no optimizer step, no EMA, no history update; th
 counts the iteration). Under DDP the finiteness flags are all-reduced, so every rank skips the same steps and the
 replicas stay identical. After ``train.max_nonfinite_steps`` consecutive skipped steps (default 10; 0 never stops)
 training stops with :class:`~dckd_basicsr.errors.NonFiniteLossError`.
+
+Under ``train.fast.amp: fp16`` the GradScaler skips, on its own, the steps whose fp16 *gradients* overflowed and
+lowers its loss scale (:meth:`dckd_basicsr.fast.FastSettings.step`); their loss values are finite, so they are not
+counted here. A loss term that is NaN or infinite still is, whatever the precision.
 """
 from typing import Dict, List, Mapping
 

@@ -3,7 +3,9 @@
 BasicSR side (installed into BasicSR 1.4.2 by :mod:`dckd_basicsr.compat`):
 
 * :func:`save_atomically`: every checkpoint file is written to a temporary name and renamed, retried like BasicSR;
-  :func:`save_network` / :func:`save_training_state` (``BaseModel``'s) write through it.
+  :func:`save_network` / :func:`save_training_state` (``BaseModel``'s) write through it. ``logger.save_format:
+  safetensors`` (default ``pth``) writes the networks as ``models/net_*_<iter>.safetensors`` (:func:`save_network`);
+  :func:`load_network` (``BaseModel``'s, for ``path.pretrain_network_*`` and resume) reads both formats.
 * :func:`latest_training_state` and :func:`load_resume_state`: ``--auto_resume`` in the run's own folder, on any
   device.
 * :func:`check_resume`: which ``path.pretrain_network_*`` a resume points at the run's saved networks.
@@ -17,7 +19,8 @@ import math
 import os
 import time
 from os import path as osp
-from typing import Any, Dict, Optional
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from basicsr.data.data_sampler import EnlargedSampler
@@ -28,14 +31,25 @@ from dckd_basicsr.errors import OptionError
 
 # Networks that the plugin's models never train or save; resume must leave their checkpoint paths alone.
 FROZEN_NETWORKS = ('network_t', 'network_vqgan', 'network_his')
+# logger.save_format -> file extension of the saved networks (training states are always torch .state files)
+SAVE_FORMATS = {'pth': '.pth', 'safetensors': '.safetensors'}
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Writing checkpoints
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same folder, flushed to disk and renamed.
+def save_format(opt: Dict[str, Any]) -> str:
+    """``logger.save_format``: ``pth`` (default) or ``safetensors``."""
+    value = (opt.get('logger') or {}).get('save_format') or 'pth'
+    if value not in SAVE_FORMATS:
+        raise OptionError(f'logger.save_format: {value!r}; use pth (default) or safetensors.')
+    return value
+
+
+def atomic_save(obj: Any, path: str, write: Optional[Callable[[Any, Any], None]] = None) -> None:
+    """``torch.save(obj, path)`` (or ``write(obj, file)``) through a temporary file in the same folder, flushed to
+    disk and renamed.
 
     ``os.replace`` is atomic on POSIX and Windows, so ``path`` is either the previous file (or absent) or the complete
     new one; a process killed mid-write leaves only ``<path>.tmp<pid>``, a name resume never reads.
@@ -43,7 +57,7 @@ def atomic_save(obj: Any, path: str) -> None:
     temporary = f'{path}.tmp{os.getpid()}'
     try:
         with open(temporary, 'wb') as file:
-            torch.save(obj, file)
+            (write or torch.save)(obj, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -53,7 +67,7 @@ def atomic_save(obj: Any, path: str) -> None:
         raise
 
 
-def save_atomically(obj: Any, path: str, what: str) -> None:
+def save_atomically(obj: Any, path: str, what: str, write: Optional[Callable[[Any, Any], None]] = None) -> None:
     """Write a checkpoint file: :func:`atomic_save`, retried 3 times a second apart as BasicSR's saves do.
 
     ``what`` names the file in the log (``'network'``, ``'training state'``). A final failure is logged, not raised:
@@ -61,7 +75,10 @@ def save_atomically(obj: Any, path: str, what: str) -> None:
     """
     for remaining in (2, 1, 0):
         try:
-            atomic_save(obj, path)
+            if write is None:
+                atomic_save(obj, path)
+            else:
+                atomic_save(obj, path, write)
             return
         except OSError as error:
             get_root_logger().warning(f'Saving {what} {path} failed: {error}; {remaining} retries left.')
@@ -70,9 +87,20 @@ def save_atomically(obj: Any, path: str, what: str) -> None:
     get_root_logger().warning(f'Could not save {path}; training continues without it.')
 
 
+def write_safetensors(save_dict: Dict[str, Dict[str, torch.Tensor]], file: Any) -> None:
+    """A network file as safetensors: every tensor of ``save_dict[param_key]`` under ``<param_key>.<name>``
+    (``params.conv_first.weight``, ``params_ema.conv_first.weight``), the param keys listed in the metadata, so
+    :func:`dckd_basicsr.checkpoints.safe_load.read_safetensors` gives back the nested dict of the ``.pth`` file."""
+    from safetensors.torch import save
+    flat = {f'{key}.{name}': tensor.detach().contiguous().clone()  # clone: no shared storages (safetensors refuses)
+            for key, state in save_dict.items() for name, tensor in state.items()}
+    file.write(save(flat, metadata={'format': 'pt', 'param_keys': ','.join(save_dict)}))
+
+
 @master_only
 def save_network(self, net, net_label, current_iter, param_key='params'):
-    """``BaseModel.save_network``: the same file, written with :func:`save_atomically` (rank 0 only)."""
+    """``BaseModel.save_network``: the same file, written with :func:`save_atomically` (rank 0 only); with
+    ``logger.save_format: safetensors`` as ``<net_label>_<iter>.safetensors`` (:func:`write_safetensors`)."""
     nets = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
     if len(nets) != len(keys):
@@ -83,7 +111,53 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
         save_dict[key] = {(name[len('module.'):] if name.startswith('module.') else name): value.cpu()
                           for name, value in state.items()}
     label = 'latest' if current_iter == -1 else current_iter
-    save_atomically(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'), 'network')
+    if save_format(self.opt) == 'safetensors':
+        save_atomically(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.safetensors'), 'network',
+                        write_safetensors)
+    else:
+        save_atomically(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'), 'network')
+
+
+def load_network(original: Callable) -> Callable:
+    """``BaseModel.load_network`` reading ``.safetensors`` files too (``original`` reads everything else).
+
+    A ``.safetensors`` file is read with :func:`dckd_basicsr.checkpoints.safe_load.read_safetensors`: this plugin's
+    own files (``params.*`` / ``params_ema.*``) become BasicSR's nested dict, a model hub's flat file is the state
+    dict itself (``param_key`` is then ignored). As BasicSR does, ``params_ema`` falls back to ``params``, ``module.``
+    prefixes are removed and the key differences are logged before ``load_state_dict(strict=strict)``.
+    """
+
+    def load(self, net, load_path, strict=True, param_key='params'):
+        if not str(load_path).lower().endswith('.safetensors'):
+            return original(self, net, load_path, strict, param_key)
+        from dckd_basicsr.checkpoints.safe_load import read_safetensors
+        net = self.get_bare_model(net)
+        load_net = read_safetensors(load_path)
+        nested = all(isinstance(value, dict) for value in load_net.values())
+        if nested and param_key is not None:
+            if param_key not in load_net and 'params' in load_net:
+                param_key = 'params'
+                get_root_logger().info('Loading: params_ema does not exist, use params.')
+            load_net = load_net[param_key]
+        get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: '
+                               f'[{param_key if nested else None}].')
+        load_net = OrderedDict((name[len('module.'):] if name.startswith('module.') else name, value)
+                               for name, value in load_net.items())
+        self._print_different_keys_loading(net, load_net, strict)
+        net.load_state_dict(load_net, strict=strict)
+
+    load.__doc__ = original.__doc__
+    return load
+
+
+def saved_network(opt: Dict[str, Any], label: str, current_iter: int) -> Optional[str]:
+    """``models/<label>_<iter>.pth`` or ``.safetensors`` (the run's ``logger.save_format`` first), or None."""
+    first = SAVE_FORMATS[save_format(opt)]
+    for extension in [first] + [ext for ext in SAVE_FORMATS.values() if ext != first]:
+        path = osp.join(opt['path']['models'], f'{label}_{current_iter}{extension}')
+        if osp.isfile(path):
+            return path
+    return None
 
 
 def training_state(model: Any, epoch: int, current_iter: int) -> Dict[str, Any]:
@@ -155,17 +229,19 @@ def check_resume(opt: Dict[str, Any], resume_iter: int) -> None:
 
     Never for :data:`FROZEN_NETWORKS` (the teacher and the encoder are re-read from their own files) or
     ``path.ignore_resume_networks``; ``param_key_*: params_ema`` becomes ``params`` only for the rewritten networks.
-    A missing ``net_g`` file is an error.
+    The file is ``net_*_<iter>.pth`` or ``.safetensors`` (:func:`saved_network`). A missing ``net_g`` file is an
+    error.
     """
     if not opt['path'].get('resume_state'):
         return
     ignored = set(FROZEN_NETWORKS) | set(opt['path'].get('ignore_resume_networks') or [])
     for network in [key for key in opt if key.startswith('network_') and key not in ignored]:
         basename = network[len('network_'):]
-        saved = osp.join(opt['path']['models'], f'net_{basename}_{resume_iter}.pth')
-        if not osp.isfile(saved):
+        saved = saved_network(opt, f'net_{basename}', resume_iter)
+        if saved is None:
             if network == 'network_g':
-                raise OptionError(f"resuming from {opt['path']['resume_state']} needs {saved}, which is missing.")
+                missing = osp.join(opt['path']['models'], f'net_g_{resume_iter}{SAVE_FORMATS[save_format(opt)]}')
+                raise OptionError(f"resuming from {opt['path']['resume_state']} needs {missing}, which is missing.")
             continue
         opt['path'][f'pretrain_{network}'] = saved
         print(f'Resume: set path.pretrain_{network} to {saved}', flush=True)
@@ -227,7 +303,8 @@ def continue_epoch(opt: Dict[str, Any], train_loader: Any, sampler: Any) -> None
 class TrainingState:
     """Mixin for the plugin's models: a checkpoint holds, besides BasicSR's student/EMA, optimizer and scheduler
     states, the networks of :meth:`extra_networks_to_save` (DCKD's history model, ``models/<label>_<iter>.pth``) and
-    every rank's random state (:class:`~dckd_basicsr.random_streams.RandomStreams`); a resume restores all of them.
+    every rank's random state (:class:`~dckd_basicsr.random_streams.RandomStreams`) and, under ``train.fast.amp:
+    fp16``, the GradScaler's state (``scaler``); a resume restores all of them.
     The teacher and the VQGAN encoder are never saved: they are re-read from their own files."""
 
     def extra_networks_to_save(self) -> list:
@@ -252,11 +329,26 @@ class TrainingState:
         state = training_state(self, epoch, current_iter)
         if getattr(self, '_random_states_to_save', None) is not None:
             state['rng'] = self._random_states_to_save
+        scaler = self.gradient_scaler()
+        if scaler is not None:
+            state['scaler'] = scaler.state_dict()
         save_atomically(state, training_state_path(self.opt, current_iter), 'training state')
+
+    def gradient_scaler(self) -> Optional['torch.amp.GradScaler']:
+        """The GradScaler of ``train.fast.amp: fp16``, or None."""
+        fast = getattr(self, 'fast', None)
+        return fast.scaler if fast is not None and fast.scaler.is_enabled() else None
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         super().resume_training(resume_state)
         self.load_extra_networks(resume_state['iter'])
+        scaler = self.gradient_scaler()
+        if scaler is not None:
+            if resume_state.get('scaler'):
+                scaler.load_state_dict(resume_state['scaler'])
+            else:
+                get_root_logger().warning('The training state has no GradScaler state (saved without train.fast.amp: '
+                                          'fp16?); the loss scale starts again from its initial value.')
         states = resume_state.get('rng')
         if states:
             from basicsr.utils.dist_util import get_dist_info
@@ -266,10 +358,12 @@ class TrainingState:
                                       'resumed run draws other random numbers than an uninterrupted one would.')
 
     def load_extra_networks(self, resume_iter: int) -> None:
-        """Restore :meth:`extra_networks_to_save` from ``models/<label>_<resume_iter>.pth``."""
+        """Restore :meth:`extra_networks_to_save` from ``models/<label>_<resume_iter>.pth`` (or ``.safetensors``)."""
         for label, net in self.extra_networks_to_save():
-            path = osp.join(self.opt['path']['models'], f'{label}_{resume_iter}.pth')
-            if not osp.isfile(path):
+            path = saved_network(self.opt, label, resume_iter)
+            if path is None:
+                extension = SAVE_FORMATS[save_format(self.opt)]
+                path = osp.join(self.opt['path']['models'], f'{label}_{resume_iter}{extension}')
                 raise OptionError(f"resuming from {self.opt['path'].get('resume_state')} needs {path}, which is "
                                   'missing.')
             self.load_network(net, path, strict=True, param_key='params')

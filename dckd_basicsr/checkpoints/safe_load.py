@@ -1,6 +1,7 @@
 """Reading checkpoint files without running code stored in them, and finding their tensors.
 
-:func:`load_checkpoint_file` reads with ``torch.load(weights_only=True)`` (BasicSR files and the official RCAN, EDSR,
+:func:`load_checkpoint_file` reads ``.safetensors`` files with :func:`read_safetensors` (no code can be stored in
+them) and everything else with ``torch.load(weights_only=True)`` (BasicSR files and the official RCAN, EDSR,
 SwinIR, NAFNet and Restormer releases); files it refuses, such as taming-transformers' Lightning checkpoints (which
 pickle callbacks, omegaconf and argparse objects), go through :class:`RestrictedUnpickler`, which rebuilds tensors and
 plain containers and turns every other class into an inert :class:`PickledObject`. Full unpickling runs only when the
@@ -25,7 +26,7 @@ from dckd_basicsr.checkpoints.registry import ConversionError
 from dckd_basicsr.errors import OptionError
 
 # Wrapper keys tried, in this order, when the file is not a flat dict of tensors (after the requested param_key).
-WRAPPER_KEYS = ('params', 'params_ema', 'state_dict', 'model', 'net', 'network')
+WRAPPER_KEYS = ('params', 'params_ema', 'params-ema', 'state_dict', 'model_state_dict', 'model', 'net', 'network')
 
 
 class PickledObject:
@@ -161,9 +162,31 @@ def pickled_objects(obj: Any) -> List[str]:
     return sorted(found)
 
 
+def read_safetensors(path: str) -> Dict[str, Any]:
+    """The tensors of a ``.safetensors`` file on the CPU.
+
+    A file this plugin wrote (``logger.save_format: safetensors``; its metadata lists ``param_keys``, e.g.
+    ``params,params_ema``) comes back nested as the ``.pth`` file would be, ``{'params': {...}, 'params_ema': {...}}``;
+    any other file (a model hub's) is one flat state dict.
+    """
+    from safetensors import safe_open
+    with safe_open(str(path), framework='pt', device='cpu') as file:
+        metadata = file.metadata() or {}
+        tensors = OrderedDict((name, file.get_tensor(name)) for name in file.keys())
+    param_keys = [key for key in metadata.get('param_keys', '').split(',') if key]
+    if not param_keys or not all(any(name.startswith(f'{key}.') for name in tensors) for key in param_keys):
+        return tensors
+    nested = OrderedDict((key, OrderedDict()) for key in param_keys)
+    for name, tensor in tensors.items():
+        key, _, rest = name.partition('.')
+        nested[key][rest] = tensor
+    return nested
+
+
 def load_checkpoint_file(path: str, trusted: bool = False, option: Optional[str] = None) -> Any:
     """Read a checkpoint onto the CPU without executing code from it.
 
+    0. ``.safetensors`` files: :func:`read_safetensors` (``trusted`` does not matter: they hold only tensors).
     1. ``torch.load(weights_only=True)`` (BasicSR files, official RCAN/EDSR/SwinIR releases).
     2. If that refuses the file (Lightning checkpoints pickle callbacks, omegaconf and argparse objects), unpickle it
        with :class:`RestrictedUnpickler`: tensors and plain containers come back, every other object is an inert
@@ -182,6 +205,11 @@ def load_checkpoint_file(path: str, trusted: bool = False, option: Optional[str]
     where = f'{option}: ' if option else ''
     if not path or not osp.isfile(str(path)):
         raise OptionError(f'{where}{path}: no such checkpoint file.')
+    if str(path).lower().endswith('.safetensors'):
+        try:
+            return read_safetensors(path)
+        except Exception as error:  # noqa: B902  (safetensors' own error types differ between versions)
+            raise OptionError(f'{where}{path} cannot be read as a safetensors file: {error}') from error
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:  # noqa: B902  (weights-only refusal, or not a checkpoint at all; told apart below)

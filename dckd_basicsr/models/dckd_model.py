@@ -18,7 +18,9 @@ as soon as it is computed and then dropped, so memory holds one pass's negatives
 The student output's pass keeps only the GroupNorm inputs of the frozen encoder for its backward pass (see
 :mod:`dckd_basicsr.archs.vqgan_arch`), about a third of what autograd would keep.
 ``train.fast.autocast`` (``bf16``/``fp16``) and ``train.fast.channels_last`` apply to the teacher, the history model
-and the encoder; the losses and the code logits stay in fp32.
+and the encoder; the losses and the code logits stay in fp32. ``train.fast.amp`` adds the student's forward pass and
+the loss computation (the code logits stay fp32); ``train.fast.compile`` compiles the history model and the
+encoder's residual, attention and downsampling blocks besides the student and the teacher (:mod:`dckd_basicsr.fast`).
 """
 from collections import OrderedDict
 from typing import List, Optional, Tuple
@@ -29,9 +31,10 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
+from dckd_basicsr.archs.vqgan_arch import AttnBlock, Downsample, ResnetBlock
 from dckd_basicsr.degradations import NegativeGenerator
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.frozen import freeze
+from dckd_basicsr.fast import freeze
 from dckd_basicsr.history import HistorySchedule, update_history
 from dckd_basicsr.loss_terms import LossTerm
 from dckd_basicsr.losses.dcl_loss import NegativeDistances
@@ -119,6 +122,16 @@ class DCKDModel(KDModel):
         else:
             self.net_his.load_state_dict(self.history_source().state_dict())
         self.fast.prepare(freeze(self.net_his))
+
+    def networks_to_compile(self) -> List[Tuple[str, nn.Module, Optional[Tuple[type, ...]]]]:
+        """The KD base's, the history model and the encoder's blocks (its passes stream taps to callbacks, which
+        cannot be compiled as one graph)."""
+        networks = super().networks_to_compile()
+        if hasattr(self, 'net_his'):
+            networks.append(('network_his', self.net_his, None))
+        if hasattr(self, 'net_vqgan'):
+            networks.append(('network_vqgan', self.net_vqgan, (ResnetBlock, AttnBlock, Downsample)))
+        return networks
 
     def history_source(self) -> nn.Module:
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)

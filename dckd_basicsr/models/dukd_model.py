@@ -33,7 +33,9 @@ Deliberate differences from the authors' code, each a defect there:
   padded and cropped back (:func:`~dckd_basicsr.padding.padded_forward`).
 
 Also ours: both steps skip their optimizer update when one of their terms is NaN/Inf (a skipped step 1's gradients
-are dropped before step 2); every random draw comes from the model's own stream, so a resumed run draws what an
+are dropped before step 2); under ``train.fast.amp`` both steps run under autocast, and with ``fp16`` each step goes
+through the GradScaler (step 1's gradients, unscaled by its step, are scaled again before step 2's backward pass, or
+dropped when they overflowed); every random draw comes from the model's own stream, so a resumed run draws what an
 uninterrupted one would; ``l_zoom_in`` is logged (their code does not log it).
 """
 import contextlib
@@ -107,11 +109,11 @@ class DUKDModel(KDModel):
             tiles = zoom_in_tiles(self.gt, tuple(self.lq.shape[-2:]), self.draw_zoom_in_cells())
             target = padded_forward(self.teacher, tiles, multiple)
             if self.zoom_in_prob is None:
-                output = padded_forward(self.net_g, tiles, multiple)
+                output = padded_forward(self.net_g, tiles, multiple).float()  # fp32 unless train.fast.amp
             else:
                 masks = self.draw_label_masks(tiles)
-                output = undo_invertible_ops(padded_forward(self.net_g, apply_invertible_ops(tiles, masks), multiple),
-                                             masks)
+                output = undo_invertible_ops(
+                    padded_forward(self.net_g, apply_invertible_ops(tiles, masks), multiple).float(), masks)
             terms['l_zoom_in'] = self.cri_kd(output, target)
             if self.zoom_out:
                 scale = int(self.opt['scale'])
@@ -120,7 +122,7 @@ class DUKDModel(KDModel):
                                       f'must be divisible by the scale ({scale}) for the zoomed-out output to match '
                                       'it; choose datasets.train.gt_size divisible by scale * scale.')
                 small = matlab_bicubic_downscale(self.lq, scale)
-                output = padded_forward(self.net_g, small, multiple)
+                output = padded_forward(self.net_g, small, multiple).float()
                 if self.cri_pix is not None:
                     terms['l_zoom_out_pix'] = self.cri_pix(output, self.lq)
                 terms['l_zoom_out_kd'] = self.cri_kd(output, padded_forward(self.teacher, small, multiple))
@@ -133,13 +135,18 @@ class DUKDModel(KDModel):
         least one step was taken. Under DDP the finiteness flags are all-reduced, so every rank skips alike."""
         with self.model_random_stream():
             self.optimizer_g.zero_grad(set_to_none=True)
-            self.output = self.net_g(self.lq)
-            self.run_teacher()
-            first = self.compute_losses(current_iter)
+            with self.fast.amp():
+                self.output = self.net_g(self.lq).float()  # fp32 already, unless train.fast.amp
+                self.run_teacher()
+                first = self.compute_losses(current_iter)
             skipped_first = self.backward_and_step(first)
-            if skipped_first or self.zero_grad_between_steps:  # never carry NaN/Inf gradients into step 2
+            # never carry NaN/Inf gradients into step 2 (nor fp16 gradients that overflowed)
+            if skipped_first or self.zero_grad_between_steps or self.fast.overflow:
                 self.optimizer_g.zero_grad(set_to_none=True)
-            second = self.upcycling_terms()
+            else:
+                self.fast.keep_gradients_for_next_step(self.optimizer_g)
+            with self.fast.amp():
+                second = self.upcycling_terms()
             skipped_second = self.backward_and_step(second)
         losses = OrderedDict(first)
         losses.update(second)

@@ -8,14 +8,17 @@ Options (besides ``SRModel``'s):
 * ``network_t`` + ``path.pretrain_network_t`` (required for training), ``path.param_key_t`` (default ``params``),
   ``path.strict_load_t`` (default true), ``path.teacher_format`` (a converter of :mod:`dckd_basicsr.checkpoints`,
   default ``auto``), ``path.trusted_t`` (allow full unpickling of that file, default false);
+  ``network_t: {type: SpandrelTeacher}`` builds the teacher from its file with spandrel, no architecture options
+  (:mod:`dckd_basicsr.archs.spandrel_arch`);
 * the terms of :data:`KDModel.LOSS_TERMS`: ``train.pixel_opt``, ``train.logits_opt`` (alias ``kd_opt``),
   ``train.lcr_opt`` with ``train.noisy.prob`` (default 0.5), ``train.fakd_opt`` (:mod:`dckd_basicsr.feature_hooks`);
-* ``train.fast`` (:mod:`dckd_basicsr.frozen`), ``train.max_nonfinite_steps`` (:mod:`dckd_basicsr.nonfinite`);
+* ``train.fast`` (:mod:`dckd_basicsr.fast`: ``amp``, ``autocast``, ``channels_last``, ``compile``,
+  ``compile_strict``), ``train.max_nonfinite_steps`` (:mod:`dckd_basicsr.nonfinite`);
 * ``val.pad_multiple`` (the authors' ``val.window_size`` is read as the same): validation/test inputs are padded to a
   multiple of it, default ``network_g.window_size`` (SwinIR) or 1, and the output is cropped back
   (:mod:`dckd_basicsr.padding`).
 
-Where the rest lives: frozen networks and ``train.fast`` in :mod:`dckd_basicsr.frozen`, the model's random stream in
+Where the rest lives: frozen networks and ``train.fast`` in :mod:`dckd_basicsr.fast`, the model's random stream in
 :mod:`dckd_basicsr.random_streams`, saving and resuming in :mod:`dckd_basicsr.resume`, NaN/Inf steps in
 :mod:`dckd_basicsr.nonfinite`, FAKD's feature taps in :mod:`dckd_basicsr.feature_hooks`, the label-consistency ops in
 :mod:`dckd_basicsr.invertible_ops`. DUKD's upcycling, a second optimizer step, is
@@ -34,14 +37,14 @@ from torch import Tensor, nn
 
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.feature_hooks import FeaturePairs
-from dckd_basicsr.frozen import FastSettings, freeze
+from dckd_basicsr.fast import FastSettings, freeze
 from dckd_basicsr.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.loss_terms import LossTerm, build_loss_terms
 from dckd_basicsr.nonfinite import NonFiniteSteps, nonfinite_terms
 from dckd_basicsr.options import in_channels, train_option
 from dckd_basicsr.padding import padded_forward
 from dckd_basicsr.random_streams import RandomStreams
-from dckd_basicsr.resume import TrainingState
+from dckd_basicsr.resume import TrainingState, save_format
 
 # Side of the dry-run input that checks the teacher: cheap for a full-size teacher, a multiple of SwinIR's window
 # and of Restormer's 8.
@@ -107,7 +110,7 @@ class KDModel(TrainingState, RandomStreams, SRModel):
         LossTerm('l_fakd', 'fakd_opt', 'cri_fakd', 'FAKD: spatial affinities of paired feature maps',
                  model_keys=('student_layers', 'teacher_layers')),
     )
-    FAST_KEYS = ('autocast', 'channels_last')
+    FAST_KEYS = FastSettings.KEYS
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__(opt)
@@ -121,15 +124,19 @@ class KDModel(TrainingState, RandomStreams, SRModel):
         self.init_random_stream()
         self.fast = FastSettings(self.opt['train'].get('fast'), self.FAST_KEYS, self.device, type(self).__name__)
         self.nonfinite = NonFiniteSteps(self.opt['train'])
+        save_format(self.opt)  # a bad logger.save_format fails now, not at the first checkpoint
         self.setup_teacher()
         self.setup_ema()
         self.setup_losses()
         self.setup_optimizers()
         self.setup_schedulers()
+        self.compile_networks()
         self.log_dict = OrderedDict()
 
     def setup_teacher(self) -> None:
-        """Build, load and freeze the teacher; check its output against the student's and the data's scale."""
+        """Build, load and freeze the teacher; check its output against the student's and the data's scale. A
+        ``SpandrelTeacher`` is built by spandrel from the file, then checked against ``scale``, ``network_g`` and
+        ``train.fast.autocast`` (:mod:`dckd_basicsr.archs.spandrel_arch`)."""
         if not self.opt.get('network_t'):
             raise OptionError(f'network_t: missing; {type(self).__name__} needs the teacher network options.')
         if not self.opt['path'].get('pretrain_network_t'):
@@ -137,13 +144,30 @@ class KDModel(TrainingState, RandomStreams, SRModel):
                               'would distil noise).')
         self.net_t = freeze(build_network(self.opt['network_t']).to(self.device))
         load_pretrained_network(self.net_t, self.opt, 't', 'teacher_format')
+        from dckd_basicsr.archs.spandrel_arch import SpandrelTeacher
+        option = 'network_t'
+        if isinstance(self.net_t, SpandrelTeacher):  # built from the file by spandrel: freeze what it built, check it
+            freeze(self.net_t)
+            get_root_logger().info(f'Teacher (network_t: SpandrelTeacher): {self.net_t.describe()}')
+            self.net_t.check_fits(self.opt)
+            option = f'network_t ({self.net_t.describe()})'
         lq_shape = (1, in_channels(self.opt['network_g']), CHECK_SIZE, CHECK_SIZE)
-        out_shape = check_output_size(self.net_t, self.get_bare_model(self.net_g), lq_shape, option='network_t',
+        out_shape = check_output_size(self.net_t, self.get_bare_model(self.net_g), lq_shape, option=option,
                                       path=self.opt['path']['pretrain_network_t'])
         scale = self.opt.get('scale')
         if scale is not None and tuple(out_shape[-2:]) != (CHECK_SIZE * scale, CHECK_SIZE * scale):
             raise OptionError(f'scale: {scale}, but network_g and network_t turn a {CHECK_SIZE}x{CHECK_SIZE} input '
                               f'into {out_shape[-2]}x{out_shape[-1]}; set their upscale to the scale of the data.')
+
+    def networks_to_compile(self) -> List[Tuple[str, nn.Module, Optional[Tuple[type, ...]]]]:
+        """(option key, network, block types or None) that ``train.fast.compile`` compiles: student and teacher."""
+        return [('network_g', self.get_bare_model(self.net_g), None), ('network_t', self.net_t, None)]
+
+    def compile_networks(self) -> None:
+        """``train.fast.compile``: every network of :meth:`networks_to_compile`, in place (the EMA is not: it only
+        validates)."""
+        for what, net, blocks in self.networks_to_compile():
+            self.fast.compile(net, what, blocks)
 
     def setup_ema(self) -> None:
         """BasicSR's EMA copy of the student (``train.ema_decay``), frozen."""
@@ -223,9 +247,10 @@ class KDModel(TrainingState, RandomStreams, SRModel):
         all-reduce whatever its losses (the gradients of a skipped step are dropped by the next ``zero_grad``)."""
         with self.model_random_stream():
             self.optimizer_g.zero_grad(set_to_none=True)
-            self.output = self.net_g(self.lq)
-            self.run_teacher()
-            losses = self.compute_losses(current_iter)
+            with self.fast.amp():
+                self.output = self.net_g(self.lq).float()  # fp32 already, unless train.fast.amp
+                self.run_teacher()
+                losses = self.compute_losses(current_iter)
             nonfinite = self.backward_and_step(losses)
         self.log_dict = self.reduce_loss_dict(losses)
         if nonfinite:
@@ -239,11 +264,13 @@ class KDModel(TrainingState, RandomStreams, SRModel):
 
     def backward_and_step(self, losses: 'OrderedDict[str, Tensor]') -> List[str]:
         """Backward on the sum of ``losses``, then an optimizer step unless a term is NaN/Inf on any rank; returns
-        the names of those terms."""
-        sum(losses.values()).backward()
+        the names of those terms. Under ``train.fast.amp: fp16`` the loss is scaled and the step goes through the
+        GradScaler, which skips it when the fp16 gradients overflowed (``self.fast.overflow``; not a non-finite
+        loss, so not counted towards ``train.max_nonfinite_steps``)."""
+        self.fast.backward(sum(losses.values()))
         nonfinite = nonfinite_terms(losses, bool(self.opt.get('dist')))
         if not nonfinite:
-            self.optimizer_g.step()
+            self.fast.step(self.optimizer_g)
         return nonfinite
 
     def nonfinite_values(self, names: List[str]) -> str:
