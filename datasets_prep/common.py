@@ -352,7 +352,8 @@ def build_outputs(outputs: Sequence[Output], items: Sequence, worker: Callable, 
             results = pool.imap(func, items)
         else:
             results = map(func, items)
-        for result in tqdm(results, total=len(items), desc=desc, unit='image', dynamic_ncols=True):
+        for result in tqdm(results, total=len(items), desc=desc, unit='image', dynamic_ncols=True,
+                           disable=None):  # no bar when stderr is not a terminal (redirected to a file)
             for path, records in result.items():
                 for record in records:
                     by_path[path].put(*record)

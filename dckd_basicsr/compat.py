@@ -96,30 +96,53 @@ def patch_parse_options() -> None:
     basicsr.train`` derives from basicsr's own install location, so runs land inside site-packages; it also ignores
     ``path.experiments_root`` / ``path.results_root``. Ours puts them under the current working directory, or under
     those two options when given (as parent folders, like BasicSR master), always as absolute paths. It also runs
-    :func:`dckd_basicsr.option_checks.check_options`, so mistakes fail before anything is built, with the option key
-    in the message, and, being the first call of ``train_pipeline``, points a BasicSR clone's ``python
-    basicsr/train.py`` at the patched functions (:func:`dckd_basicsr.entry.adopt_script_functions`).
+    :func:`dckd_basicsr.option_checks.check_options`, so mistakes fail before anything is built or any folder is
+    created, with the option key in the message (every missing file at once: :mod:`dckd_basicsr.preflight`), and,
+    being the first call of ``train_pipeline``, points a BasicSR clone's ``python basicsr/train.py`` at the patched
+    functions (:func:`dckd_basicsr.entry.adopt_script_functions`).
+
+    The command line is parsed by the entry point's own parser (:func:`dckd_basicsr.entry.parse_command_line`:
+    descriptions, ``--smoke`` / ``--stand-in``, no ``--auto_resume`` for tests), then BasicSR's parser reads its own
+    flags. ``--force_yml datasets:<phase>=~`` drops that dataset (BasicSR's parser would fail with a ``TypeError``);
+    test sets whose folders are missing are skipped with a message; ``num_worker_per_gpu`` is capped at the CPUs
+    this process may use; ``--smoke`` shrinks the run (:mod:`dckd_basicsr.smoke`).
     """
     import basicsr.test
     import basicsr.train
     from basicsr.utils import options
-    from dckd_basicsr.entry import adopt_script_functions
+    from dckd_basicsr import smoke
+    from dckd_basicsr.entry import (adopt_script_functions, basicsr_argv, drop_datasets, parse_command_line,
+                                    split_force_yml)
+    from dckd_basicsr.option_checks import cap_workers
+    from dckd_basicsr.preflight import skip_missing_test_sets
 
     original = options.parse_options
 
     def parse_options(root_path, is_train=True):
         adopt_script_functions()
-        if '-opt' in sys.argv[:-1]:
-            opt_file = sys.argv[sys.argv.index('-opt') + 1]
-            if not osp.isfile(opt_file):
-                raise OptionError(f'-opt {opt_file}: no such option file.')
+        args = parse_command_line(is_train)  # the entry point's own --help and flags (--smoke, --stand-in)
+        if not osp.isfile(args.opt):
+            raise OptionError(f'-opt {args.opt}: no such option file.')
+        force_yml, dropped = split_force_yml(args)  # datasets:<phase>=~ would crash BasicSR's parser
         cwd = os.getcwd()
-        opt, args = original(cwd, is_train)
+        with basicsr_argv(args, force_yml):
+            opt, _ = original(cwd, is_train)
+        drop_datasets(opt, dropped)
+        if args.smoke:
+            print('\n'.join(smoke.apply_smoke_options(opt)), flush=True)
         roots = _read_user_roots(args)
         key, default = ('experiments_root', 'experiments') if is_train else ('results_root', 'results')
         parent = roots[key] if roots[key] is not None else osp.join(cwd, default)
         _set_run_folders(opt, osp.abspath(osp.expanduser(parent)), is_train)
-        check_options(opt)
+        if not is_train:
+            skip_missing_test_sets(opt)
+        cap_workers(opt)
+        stand_ins = smoke.stand_in_keys(opt) if args.stand_in else []
+        if args.smoke:
+            opt['smoke'] = {'stand_ins': stand_ins}
+        check_options(opt, stand_ins, smoke.preflight_note(args.stand_in) if args.smoke else '')
+        if stand_ins:
+            print(smoke.announce_stand_ins(opt, stand_ins), flush=True)
         return opt, args
 
     parse_options.__doc__ = original.__doc__
@@ -152,14 +175,17 @@ def patch_create_train_val_dataloader() -> None:
     when ``b`` is the whole epoch: the state records ``e``, not ``e + 1``); :func:`dckd_basicsr.resume.continue_epoch`
     makes the sampler skip them once. And it counts ``ceil(N / batch)`` iterations per epoch while its loader drops
     each epoch's incomplete batch, so with few images a run ends before ``total_iter`` without a word;
-    :func:`dckd_basicsr.resume.number_of_epochs` counts with the loader's real length.
+    :func:`dckd_basicsr.resume.number_of_epochs` counts with the loader's real length. It also lets a ``--smoke`` run
+    write its inputs into its run folder, which exists by then (:func:`dckd_basicsr.smoke.prepare_run`).
     """
     import basicsr.train
     from dckd_basicsr.resume import continue_epoch, number_of_epochs
+    from dckd_basicsr.smoke import prepare_run
 
     original = basicsr.train.create_train_val_dataloader
 
     def create_train_val_dataloader(opt, logger):
+        prepare_run(opt)  # a --smoke run's one-image validation lists and stand-ins, inside its own folder
         train_loader, sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
         total_epochs = number_of_epochs(train_loader, total_iters)
         continue_epoch(opt, train_loader, sampler)
@@ -167,6 +193,28 @@ def patch_create_train_val_dataloader() -> None:
 
     create_train_val_dataloader.__doc__ = original.__doc__
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+
+
+def patch_validation() -> None:
+    """Wrap ``basicsr.models.base_model.BaseModel.validation`` so a training run never validates past ``total_iter``.
+
+    BasicSR's ``train_pipeline`` iterates ``total_epochs + 1`` epochs, and each epoch after the last iteration still
+    counts one more (``current_iter += 1`` before its ``> total_iters`` break), so its final validation is labelled
+    ``total_iter + 1`` or ``+ 2`` (a 3-iteration run logged ``Best: ... @ 5 iter``) and the best-metric record and
+    TensorBoard point carry that number. The wrapper passes ``min(current_iter, total_iter)`` during training.
+    """
+    from basicsr.models.base_model import BaseModel
+
+    original = BaseModel.validation
+
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        total = (self.opt.get('train') or {}).get('total_iter') if self.opt.get('is_train') else None
+        if isinstance(current_iter, int) and total is not None:
+            current_iter = min(current_iter, int(total))
+        return original(self, dataloader, current_iter, tb_logger, save_img)
+
+    validation.__doc__ = original.__doc__
+    BaseModel.validation = validation
 
 
 def patch_check_resume() -> None:
@@ -241,12 +289,29 @@ def patch_save_network() -> None:
     (pre-emption, out-of-memory killer) during the write leaves a truncated file, from which a resume loads half a
     network.
     :func:`dckd_basicsr.resume.save_network` writes the same file with the same content through
-    :func:`dckd_basicsr.resume.save_atomically` (temporary file, then rename; retried like BasicSR), on rank 0 only.
+    :func:`dckd_basicsr.resume.save_atomically` (temporary file, then rename; retried like BasicSR), on rank 0 only;
+    with ``logger.save_format: safetensors`` the same tensors as ``models/net_*_<iter>.safetensors``.
     """
     from basicsr.models.base_model import BaseModel
     from dckd_basicsr.resume import save_network
 
     BaseModel.save_network = save_network
+
+
+def patch_load_network() -> None:
+    """Wrap ``basicsr.models.base_model.BaseModel.load_network``.
+
+    BasicSR's version reads only torch files, yet model hubs publish ``.safetensors`` and ``logger.save_format:
+    safetensors`` writes them. :func:`dckd_basicsr.resume.load_network` reads ``.safetensors`` files for
+    ``path.pretrain_network_*`` and resume, with BasicSR's ``param_key`` rules, and leaves every other file to
+    BasicSR's version.
+    """
+    from basicsr.models.base_model import BaseModel
+    from dckd_basicsr.resume import load_network
+
+    if not getattr(BaseModel.load_network, '_dckd_safetensors', False):
+        BaseModel.load_network = load_network(BaseModel.load_network)
+        BaseModel.load_network._dckd_safetensors = True
 
 
 def patch_save_training_state() -> None:
@@ -321,11 +386,13 @@ def apply_all() -> None:
     patch_parse_options()
     patch_load_resume_state()
     patch_create_train_val_dataloader()
+    patch_validation()
     patch_check_resume()
     patch_init_dist_pytorch()
     patch_model_to_device()
     patch_get_optimizer()
     patch_save_network()
+    patch_load_network()
     patch_save_training_state()
     patch_build_model()
     patch_module_entry_points()

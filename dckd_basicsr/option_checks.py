@@ -2,9 +2,10 @@
 import inspect
 import os
 from os import path as osp
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from dckd_basicsr.errors import OptionError, UnknownTypeError
+from dckd_basicsr.preflight import check_files
 
 
 def registered_plugin_names(registry: Any) -> list:
@@ -97,24 +98,6 @@ def check_device_options(opt: Dict[str, Any]) -> None:
             raise OptionError(f'datasets.{phase}.prefetch_mode: cuda needs a CUDA GPU; remove it or use cpu.')
 
 
-def check_dataset_paths(opt: Dict[str, Any]) -> None:
-    """Every ``dataroot_*`` folder must exist, and an LMDB folder must hold BasicSR's ``meta_info.txt``."""
-    for phase, dataset_opt in (opt.get('datasets') or {}).items():
-        if not isinstance(dataset_opt, dict):
-            continue
-        backend = (dataset_opt.get('io_backend') or {}).get('type', 'disk')
-        for key in ('dataroot_gt', 'dataroot_lq'):
-            root = dataset_opt.get(key)
-            if not isinstance(root, str):
-                continue
-            if not osp.exists(root):
-                raise OptionError(f'datasets.{phase}.{key}: {root} does not exist (relative paths are relative to '
-                                  'the working directory).')
-            if backend == 'lmdb' and not osp.isfile(osp.join(root, 'meta_info.txt')):
-                raise OptionError(f'datasets.{phase}.{key}: {root} has no meta_info.txt, so it is not a BasicSR LMDB '
-                                  '(build it with datasets_prep/, or use io_backend: disk for an image folder).')
-
-
 def _image_count(root: str, backend: str) -> int:
     """Images BasicSR's paired dataset would list in ``root``: the files of a folder (not recursive, as
     ``paired_paths_from_folder``), or the keys in an LMDB's ``meta_info.txt``."""
@@ -185,12 +168,35 @@ def nonfinite_limit(train_opt: Dict[str, Any]) -> int:
     return limit
 
 
-def check_options(opt: Dict[str, Any]) -> None:
-    """All checks, in the order a user would fix them."""
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cap_workers(opt: Dict[str, Any]) -> None:
+    """Cap every ``num_worker_per_gpu`` at the CPUs this process may use, with one line each: more workers than CPUs
+    only compete for them (PyTorch's DataLoader warns), and the shipped files ask for 8 (a GPU server's value)."""
+    cpus = available_cpus()
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        workers = dataset_opt.get('num_worker_per_gpu') if isinstance(dataset_opt, dict) else None
+        if isinstance(workers, int) and workers > cpus:
+            dataset_opt['num_worker_per_gpu'] = cpus
+            print(f'datasets.{phase}.num_worker_per_gpu: {workers} capped at {cpus}, the CPUs this process may use.',
+                  flush=True)
+
+
+def check_options(opt: Dict[str, Any], stand_ins: Iterable[str] = (), note: str = '') -> None:
+    """All checks, in the order a user would fix them. Every missing file or folder is reported at once
+    (:func:`dckd_basicsr.preflight.check_files`, which ``stand_ins`` and ``note`` are passed to)."""
     check_option_types(opt)
     check_option_keys(opt)
     check_device_options(opt)
-    check_dataset_paths(opt)
+    from dckd_basicsr.resume import save_format  # imports basicsr: only after compat's torchvision alias
+    save_format(opt)
+    check_files(opt, stand_ins, note)
     check_paired_folders(opt)
     check_patch_sizes(opt)
     if isinstance(opt.get('train'), dict):
