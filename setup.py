@@ -70,14 +70,25 @@ setup(
         'pyyaml',
         'scikit-image',
         'tqdm',
+        # teachers of any published architecture (SpandrelTeacher), official-checkpoint shape inference, and the
+        # spandrel-loadable export of the student; brings safetensors, which every checkpoint reader accepts
+        'spandrel>=0.4',
+        'safetensors',
     ],
-    extras_require={'test': ['pytest>=7']},
+    extras_require={
+        # dckd-export --to onnx and its onnxruntime verification
+        'export': ['onnx', 'onnxruntime', 'onnxscript'],
+        'test': ['pytest>=7', 'onnx', 'onnxruntime', 'onnxscript'],
+    },
     entry_points={
         'console_scripts': [
             'dckd-train=dckd_basicsr.train:main',
             'dckd-test=dckd_basicsr.test:main',
             'dckd-demo=dckd_basicsr.demo:main',
             'dckd-convert=dckd_basicsr.convert:cli',
+            'dckd-infer=dckd_basicsr.infer:cli',
+            'dckd-export=dckd_basicsr.export:cli',
+            'dckd-profile=dckd_basicsr.profiling:cli',
         ],
     },
     cmdclass={'build_py': BuildWithHook, 'editable_wheel': EditableWithHook},

@@ -1,13 +1,16 @@
-"""Convert a published checkpoint once into a clean BasicSR file ``{'params': state_dict}``.
+"""``dckd-convert``: convert a published checkpoint once into a clean BasicSR file ``{'params': state_dict}``.
 
-The target network is given either by an option file (``-opt train.yml --network network_t``) or on the command line
-(``--arch RCAN --arch-opt num_group=10 num_block=20 upscale=4``). Examples::
+The target network is inferred from the checkpoint where its keys and shapes determine it (official RCAN, EDSR and
+SwinIR releases: features, groups, blocks, scale, window size, embed dim, depths, heads, ...; RCAN and SwinIR read by
+spandrel's loaders), or given by an option file (``-opt train.yml --network network_t``) or on the command line
+(``--arch RCAN --arch-opt num_group=10 --arch-opt num_block=20``). Examples::
 
-    python -m dckd_basicsr.convert --format rcan_official RCAN_BIX4.pt rcan_x4.pth \\
-        --arch RCAN --arch-opt num_group=10 num_block=20 upscale=4
-    python -m dckd_basicsr.convert vqgan_imagenet_f16_1024.ckpt vqgan_encoder.pth -opt options/train/x.yml \\
-        --network network_vqgan
+    dckd-convert --format rcan_official RCAN_BIX4.pt rcan_x4.pth        # prints the inferred RCAN options
+    dckd-convert RCAN_BIX4.pt rcan_x4.pth --arch RCAN --arch-opt num_group=10 num_block=20 upscale=4
+    dckd-convert vqgan_imagenet_f16_1024.ckpt vqgan_encoder.pth -opt options/train/x.yml --network network_vqgan
 
+``--arch-opt`` takes one or more ``key=value`` items and may be repeated; items without ``=`` that follow it are the
+input and output files (``--arch-opt a=b c=d in.pt out.pth`` works, as does ``--arch-opt a=b -- in.pt out.pth``).
 The written file loads with ``torch.load(weights_only=True)`` and BasicSR's own ``load_network``.
 """
 import argparse
@@ -20,8 +23,11 @@ import torch
 import yaml
 
 import dckd_basicsr  # noqa: F401  (BasicSR compatibility patches and plugin archs)
-from dckd_basicsr.checkpoints import CHECKPOINT_REGISTRY, detection_order, format_report, load_pretrained
+from dckd_basicsr.checkpoints import (CHECKPOINT_REGISTRY, ConversionError, detect_format, detection_order,
+                                      format_report, infer_network, load_pretrained, read_state_dict)
 from dckd_basicsr.errors import OptionError, report_option_errors
+
+PROG = 'dckd-convert'
 
 
 def parse_arch_options(items: List[str]) -> Dict[str, Any]:
@@ -39,7 +45,8 @@ def parse_arch_options(items: List[str]) -> Dict[str, Any]:
 
 
 def network_options(args: argparse.Namespace) -> Dict[str, Any]:
-    """The ``network_*`` block (with ``type``) that builds the target network."""
+    """The ``network_*`` block (with ``type``) that builds the target network: from ``-opt``/``--network``, from
+    ``--arch``/``--arch-opt``, or inferred from the checkpoint (:func:`inferred_network_options`)."""
     if args.opt:
         from basicsr.utils.options import ordered_yaml
         try:
@@ -53,10 +60,35 @@ def network_options(args: argparse.Namespace) -> Dict[str, Any]:
                               f'{", ".join(networks) or "no network_* block"}. Choose one with --network.')
         return dict(deepcopy(opt[args.network]))
     if not args.arch:
-        raise OptionError('give the target network: --arch TYPE [--arch-opt key=value ...] or -opt FILE --network KEY.')
+        if args.arch_opt:
+            raise OptionError('--arch-opt without --arch: give the network type too (--arch RCAN), or leave both '
+                              'out to infer the network from the checkpoint.')
+        return inferred_network_options(args)
     net_opt = {'type': args.arch}
     net_opt.update(parse_arch_options(args.arch_opt))
     return net_opt
+
+
+def inferred_network_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The BasicSR network block the checkpoint's keys and shapes determine, for ``--format`` (detected when
+    ``auto``) through the format's inference (:func:`dckd_basicsr.checkpoints.infer_network`)."""
+    tensors, wrapper, _ = read_state_dict(args.input, param_key=_param_key(args), trusted=args.trusted,
+                                          option='input')
+    fmt = detect_format(tensors, None, wrapper) if args.format in (None, 'auto') else args.format
+    if fmt not in CHECKPOINT_REGISTRY:
+        raise OptionError(f'--format {fmt}: unknown; known formats: {", ".join(CHECKPOINT_REGISTRY.keys())}.')
+    try:
+        net_opt = infer_network(fmt, tensors)
+    except ConversionError as error:
+        raise OptionError(f'input: {args.input} (format {fmt}): {error}') from error
+    args.format = fmt
+    block = yaml.safe_dump(net_opt, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    print(f'Inferred from {args.input} (format {fmt}), as a network block for an option file: {block}', flush=True)
+    return net_opt
+
+
+def _param_key(args: argparse.Namespace) -> Optional[str]:
+    return None if str(args.param_key).lower() == 'none' else args.param_key
 
 
 def build_target(net_opt: Dict[str, Any]) -> torch.nn.Module:
@@ -74,30 +106,36 @@ def build_target(net_opt: Dict[str, Any]) -> torch.nn.Module:
         raise OptionError(f'{arch.__name__}: {error}; check --arch-opt / the network block.') from error
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='python -m dckd_basicsr.convert',
+        prog=PROG,
         description='Convert a published checkpoint (official RCAN/EDSR/SwinIR release, taming-transformers VQGAN, '
-        'BasicSR file, raw state dict) into a clean BasicSR file {"params": state_dict} for a given network.',
-        epilog='The target network is built from --arch/--arch-opt or from the network block of an option file '
-        '(-opt/--network). Example: python -m dckd_basicsr.convert --format rcan_official RCAN_BIX4.pt rcan_x4.pth '
-        '--arch RCAN --arch-opt num_group=10 num_block=20 upscale=4',
+        'BasicSR file, raw state dict; .pth/.pt/.ckpt/.safetensors) into a clean BasicSR file {"params": state_dict} '
+        'for a BasicSR network. For official RCAN, EDSR and SwinIR releases the network is inferred from the '
+        'checkpoint and printed; otherwise give it with --arch/--arch-opt or -opt/--network.',
+        epilog=f'Examples: {PROG} --format rcan_official RCAN_BIX4.pt rcan_x4.pth | {PROG} RCAN_BIX4.pt rcan_x4.pth '
+        '--arch RCAN --arch-opt num_group=10 --arch-opt num_block=20 upscale=4 | '
+        f'{PROG} last.ckpt vqgan_encoder.pth -opt options/train/x.yml --network network_vqgan',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('input', help='checkpoint to convert')
-    parser.add_argument('output', help='BasicSR file to write ({"params": ...})')
+    # optional for argparse so that --arch-opt may swallow them (parse_args gives them back); required in the end
+    parser.add_argument('input', nargs='?', default=argparse.SUPPRESS, help='checkpoint to convert')
+    parser.add_argument('output', nargs='?', default=argparse.SUPPRESS, help='BasicSR file to write ({"params": ...})')
     parser.add_argument(
         '--format',
         default='auto',
         help=f'checkpoint format: one of {", ".join(CHECKPOINT_REGISTRY.keys())}, or auto, which asks the detectors of '
         f'{", ".join(name for name, _ in detection_order())} in this order and otherwise takes the names as they are '
         '(basicsr for params/params_ema files, state_dict otherwise)')
-    parser.add_argument('--arch', help='network type in ARCH_REGISTRY, e.g. RCAN, EDSR, SwinIR, VQGAN')
+    parser.add_argument('--arch', help='network type in ARCH_REGISTRY, e.g. RCAN, EDSR, SwinIR, VQGAN (default: '
+                        'inferred from the checkpoint where the format allows)')
     parser.add_argument(
         '--arch-opt',
-        nargs='*',
+        nargs='+',
+        action='extend',
         default=[],
         metavar='KEY=VALUE',
-        help='network options (values read as YAML), e.g. num_group=10 num_block=20 upscale=4')
+        help='network options (values read as YAML), repeatable: --arch-opt num_group=10 --arch-opt num_block=20, '
+        'or several after one flag')
     parser.add_argument('-opt', help='option file whose network block builds the target (instead of --arch)')
     parser.add_argument('--network', default='network_t', help='network block of the option file')
     parser.add_argument(
@@ -112,31 +150,58 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         '--trusted',
         action='store_true',
         help='the input file is trusted: allow full unpickling (runs code stored in the file)')
-    args = parser.parse_args(argv)
+    return parser
 
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line; ``--arch-opt`` items without ``=`` are the files it swallowed (``--arch-opt a=b c=d
+    in.pt out.pth``) and fill the missing positional arguments, in order."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ('input', 'output'):
+        setattr(args, name, getattr(args, name, None))
+    items = list(args.arch_opt)
+    files = [item for item in items if '=' not in item]
+    if files:
+        args.arch_opt = [item for item in items if '=' in item]
+        for name in ('input', 'output'):
+            if getattr(args, name) is None and files:
+                setattr(args, name, files.pop(0))
+        if files:
+            parser.error(f'--arch-opt {files[0]}: expected key=value, e.g. num_block=20.')
+    missing = [name for name in ('input', 'output') if getattr(args, name) is None]
+    if missing:
+        parser.error(f'the following arguments are required: {", ".join(missing)}')
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Run ``dckd-convert`` on ``argv``; returns :func:`~dckd_basicsr.checkpoints.load_pretrained`'s report with the
+    network block used under ``network``."""
+    args = parse_args(argv)
     net_opt = network_options(args)
     print(
         f'Building {net_opt["type"]} ({", ".join(f"{k}={v}" for k, v in net_opt.items() if k != "type")})', flush=True)
     net = build_target(net_opt)
     print(f'Loading {args.input} (format {args.format}) ...', flush=True)
-    param_key = None if str(args.param_key).lower() == 'none' else args.param_key
     report = load_pretrained(
         net,
         args.input,
         fmt=args.format,
-        param_key=param_key,
+        param_key=_param_key(args),
         strict=not args.non_strict,
         trusted=args.trusted,
         option='input')
     print(format_report(report), flush=True)
     torch.save({'params': {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}}, args.output)
     print(f'Wrote {args.output} ({len(net.state_dict())} tensors, key "params").', flush=True)
+    report['network'] = net_opt
     return report
 
 
 def cli() -> None:
     """Command-line entry: option mistakes print one message and exit with status 2."""
-    with report_option_errors('python -m dckd_basicsr.convert'):
+    with report_option_errors(PROG):
         main(sys.argv[1:])
 
 

@@ -22,6 +22,12 @@ and the body's end is ``conv_after_body`` plus the long skip, the input of ``con
 the DCKD student (4 RSTB) gets ``layers.0`` (1.2 -> 1), ``layers.2`` (2.8 -> 3) and the body's end, the teacher
 (6 RSTB) ``layers.1`` (1.8 -> 2), ``layers.3`` (4.2 -> 4) and its body's end: relative depths 0.25/0.75 against
 0.33/0.67, the closest stage boundaries to the authors' 0.3/0.7. Pairs are taken in list order.
+
+A teacher loaded by spandrel (``network_t: {type: SpandrelTeacher}``) is tapped by the loaded network's own module
+names, i.e. those of its checkpoint keys (``body.2`` of an official RCAN, ``layers.1`` of SwinIR), not the wrapper's
+``model.*``. Its defaults follow the same rule for the spandrel RCAN (``body.<g>`` groups, the body's end
+``tail:input``) and SwinIR; for other architectures ``teacher_layers`` must be given, and the error lists the
+candidate module names.
 """
 import contextlib
 import math
@@ -79,9 +85,16 @@ def _as_map(output: Any, inputs: tuple) -> Tensor:
     return output
 
 
+def feature_root(net: nn.Module) -> nn.Module:
+    """The module whose ``named_modules()`` names the taps of ``net``: ``net`` itself, or the network a wrapper
+    holds (a :class:`~dckd_basicsr.archs.spandrel_arch.SpandrelTeacher`'s loaded network, its ``feature_root``)."""
+    root = getattr(net, 'feature_root', None)
+    return net if root is None else root
+
+
 class FeatureRecorder:
-    """Keep the outputs (or, for ``name:input`` taps, the first inputs) of the named modules of ``net`` while
-    :attr:`enabled` (see the module docstring).
+    """Keep the outputs (or, for ``name:input`` taps, the first inputs) of the named modules of ``net`` (of
+    :func:`feature_root`) while :attr:`enabled` (see the module docstring).
 
     With ``only_in_training``, passes in eval mode (validation of a student without EMA) are not recorded.
     ``records[tap]`` lists one map per recorded forward pass, oldest first; :meth:`clear` empties it. A tap listed
@@ -91,11 +104,12 @@ class FeatureRecorder:
     """
 
     def __init__(self, net: nn.Module, layers: Sequence[str], option: str, only_in_training: bool = False):
-        modules = dict(net.named_modules())
+        root = feature_root(net)
+        modules = dict(root.named_modules())
         unknown = [name for name in layers if split_tap(name)[0] not in modules]
         if unknown:
             names = [name for name in modules if name and name.count('.') <= 1][:12]
-            raise OptionError(f'{option}: no module named {", ".join(unknown)} in {type(net).__name__}; module '
+            raise OptionError(f'{option}: no module named {", ".join(unknown)} in {type(root).__name__}; module '
                               f'names look like {", ".join(names)}, ... (append {INPUT_SUFFIX} to record what a '
                               'module receives instead of what it returns)')
         self.layers = list(layers)
@@ -171,6 +185,14 @@ class FeaturePairs:
                  student: nn.Module, teacher: nn.Module):
         student_layers = fakd_opt.get('student_layers') or default_feature_layers(student_opt)
         teacher_layers = fakd_opt.get('teacher_layers') or default_feature_layers(teacher_opt)
+        if teacher_layers is None and callable(getattr(teacher, 'default_feature_layers', None)):
+            teacher_layers = teacher.default_feature_layers()  # a SpandrelTeacher of an architecture with stages known
+            if teacher_layers is None:
+                candidates = teacher.candidate_feature_layers()
+                raise OptionError(f'train.fakd_opt.teacher_layers: missing, and there is no default for the '
+                                  f'{teacher.describe()} (defaults exist for RCAN and SwinIR); list one module of '
+                                  'the loaded network per student layer (its own names, append :input for what a '
+                                  f'module receives), e.g. from: {", ".join(candidates)}.')
         if student_layers is None:
             raise OptionError(f"train.fakd_opt.student_layers: missing, and there is no default for network_g.type "
                               f"{student_opt.get('type')!r} (defaults exist for RCAN and SwinIR); list the student "

@@ -19,7 +19,7 @@ from conftest import arch_args, run, tiny_network, write_options
 
 from dckd_basicsr import convert
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
-from dckd_basicsr.checkpoints import (CHECKPOINT_REGISTRY, PickledObject, detection_order,
+from dckd_basicsr.checkpoints import (CHECKPOINT_REGISTRY, PickledObject, detection_order, format_report,
                                       load_checkpoint_file, load_pretrained, register_converter)
 from dckd_basicsr.errors import OptionError
 
@@ -391,6 +391,7 @@ def test_taming_lightning_checkpoint_loads_without_running_code(tmp_path, zip_fo
     report = load_pretrained(target, path, param_key='params', option='path.pretrain_network_vqgan')
     assert not marker.exists()
     assert (report['format'], report['param_key']) == ('taming', 'state_dict')
+    assert report['layout'] == 'Lightning checkpoint (state_dict)'
     assert sorted(report['dropped']) == sorted([
         'decoder.conv_in.weight', 'decoder.up.0.block.0.conv1.weight', 'post_quant_conv.weight', 'post_quant_conv.bias',
         'loss.logvar', 'loss.perceptual_loss.net.slice1.0.weight', 'loss.discriminator.main.0.weight'
@@ -445,8 +446,16 @@ def test_encoder_only_export_round_trip(tmp_path):
     assert list(exported) == ['params'] and exported['params'].keys() == source.state_dict().keys()
     target = randomize(VQGANEncoder(**TINY_VQ), 20)
     report = load_pretrained(target, str(out), option='path.pretrain_network_vqgan')
-    assert report['format'] == 'taming' and report['dropped'] == {}
+    # the file is a BasicSR file whose names are the network's: read and reported as such, not as taming's checkpoint
+    assert (report['format'], report['layout'], report['dropped']) == ('basicsr', 'BasicSR file (params)', {})
+    assert 'format basicsr (BasicSR file (params)), 75 tensors loaded' in format_report(report)
     assert_same_weights(target, source)
+    # a BasicSR file that still holds the decoder and loss tensors is read by taming, which drops them
+    full = dict(lightning_checkpoint(source, tmp_path / 'marker')['state_dict'])
+    torch.save({'params': full}, tmp_path / 'vqgan_full_params.pth')
+    report = load_pretrained(randomize(VQGANEncoder(**TINY_VQ), 21), str(tmp_path / 'vqgan_full_params.pth'),
+                             option='path.pretrain_network_vqgan')
+    assert (report['format'], report['layout'], len(report['dropped'])) == ('taming', 'BasicSR file (params)', 7)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -515,7 +524,7 @@ def test_user_converter_with_detector_joins_auto(tmp_path):
             return {key[len('generator.'):]: value for key, value in state_dict.items()}
 
     order = [name for name, _ in detection_order()]
-    assert order[:4] == ['taming', 'rcan_official', 'edsr_official', 'swinir_official']
+    assert order[:5] == ['spandrel', 'taming', 'rcan_official', 'edsr_official', 'swinir_official']
     assert 'generator_test_format' in order
 
     source = tiny_rcan(34)
@@ -530,7 +539,7 @@ def test_user_converter_with_detector_joins_auto(tmp_path):
         load_pretrained(tiny_rcan(36), str(tmp_path / 'unknown.pth'), fmt='auto', option='path.pretrain_network_t')
     message = str(error.value)
     assert '(format state_dict)' in message and 'path.teacher_format' in message
-    assert re.search(r'auto asked, in order: taming, rcan_official, edsr_official, swinir_official, .*'
+    assert re.search(r'auto asked, in order: spandrel, taming, rcan_official, edsr_official, swinir_official, .*'
                      r'generator_test_format', message), message
 
 
@@ -584,3 +593,115 @@ def test_convert_arch_option_parsing():
         {'num_group': 10, 'rgb_mean': [0.5, 0.5, 0.5], 'img_range': 1.0}
     with pytest.raises(OptionError, match='expected key=value'):
         convert.parse_arch_options(['num_group'])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dckd-convert without --arch: the network inferred from the official checkpoint
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def convert_and_compare(tmp_path, official: dict, source: torch.nn.Module, expected: dict, fmt: str,
+                        arch_opt: list) -> dict:
+    """Convert ``official`` without --arch (format given, then auto), check the printed/returned options, that every
+    written tensor equals ``source``'s and the file written by the old --arch path, and that BasicSR's arch built
+    with the inferred options loads it strictly and gives ``source``'s output."""
+    torch.save(official, tmp_path / 'official.pt')
+    written = {}
+    for name, args in (('given', ['--format', fmt]), ('auto', []),
+                       ('arch', ['--arch', expected['type'], '--arch-opt', *arch_opt])):
+        out = tmp_path / f'{name}.pth'
+        report = convert.main([*args, str(tmp_path / 'official.pt'), str(out)])
+        assert report['format'] == fmt
+        if name != 'arch':
+            assert report['network'] == expected
+        written[name] = torch.load(out, weights_only=True)['params']
+    for key, value in source.state_dict().items():
+        for name in written:
+            assert torch.equal(written[name][key], value), (name, key)
+    assert written['given'].keys() == written['arch'].keys() == written['auto'].keys()
+    from basicsr.archs import build_network
+    net = build_network(dict(expected)).eval()
+    net.load_state_dict(written['given'], strict=True)
+    lq = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(net(lq), source.eval()(lq))
+    return report
+
+
+def test_convert_infers_rcan(tmp_path, capsys):
+    source = tiny_rcan(40, num_group=2, num_block=3, upscale=3)
+    expected = dict(type='RCAN', num_in_ch=3, num_out_ch=3, num_feat=16, num_group=2, num_block=3, squeeze_factor=4,
+                    upscale=3, rgb_mean=[0.4488, 0.4371, 0.404], img_range=255.)
+    convert_and_compare(tmp_path, to_official_rcan(source), source, expected, 'rcan_official',
+                        ['num_feat=16', 'num_group=2', 'num_block=3', 'squeeze_factor=4', 'upscale=3'])
+    assert ('Inferred from ' in capsys.readouterr().out)
+    # another mean: inferred from the MeanShift, still tensor-exact
+    other = tiny_rcan(41, num_group=1, num_block=1, upscale=2, rgb_mean=(0.5, 0.25, 0.125))
+    torch.save(to_official_rcan(other, mean=(0.5, 0.25, 0.125)), tmp_path / 'rcan_mean.pt')
+    report = convert.main([str(tmp_path / 'rcan_mean.pt'), str(tmp_path / 'rcan_mean.pth')])
+    assert report['network']['rgb_mean'] == [0.5, 0.25, 0.125] and report['network']['num_group'] == 1
+
+
+def test_convert_infers_edsr(tmp_path):
+    source = randomize(EDSR(3, 3, num_feat=16, num_block=3, upscale=4), 42)
+    expected = dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=16, num_block=3, upscale=4, res_scale=1,
+                    rgb_mean=[0.4488, 0.4371, 0.404], img_range=255.)
+    convert_and_compare(tmp_path, to_official_edsr(source), source, expected, 'edsr_official',
+                        ['num_feat=16', 'num_block=3', 'upscale=4'])
+
+
+@pytest.mark.parametrize('variant', [dict(upsampler='pixelshuffle', upscale=2, img_size=8),
+                                     dict(upsampler='pixelshuffledirect', upscale=3, img_size=16, window_size=8,
+                                          mlp_ratio=1.5, resi_connection='3conv')])
+def test_convert_infers_swinir(tmp_path, variant):
+    source = tiny_swinir(43, **variant)
+    expected = dict(type='SwinIR', img_size=variant['img_size'], in_chans=3, embed_dim=12, depths=[2, 2],
+                    num_heads=[2, 2], window_size=variant.get('window_size', 4), mlp_ratio=variant.get('mlp_ratio', 2.),
+                    upscale=variant['upscale'], img_range=1., upsampler=variant['upsampler'],
+                    resi_connection=variant.get('resi_connection', '1conv'))
+    arch_opt = [f'{k}={v}' for k, v in expected.items() if k != 'type']
+    convert_and_compare(tmp_path, {'params': source.state_dict()}, source, expected, 'swinir_official',
+                        [a.replace(' ', '') for a in arch_opt])
+
+
+def test_convert_inference_errors(tmp_path):
+    torch.save({'params': tiny_rcan(44).state_dict()}, tmp_path / 'basicsr.pth')
+    with pytest.raises(OptionError, match="format 'basicsr' does not determine the network .* --arch TYPE"):
+        convert.main([str(tmp_path / 'basicsr.pth'), str(tmp_path / 'out.pth')])
+    with pytest.raises(OptionError, match='--arch-opt without --arch'):
+        convert.main([str(tmp_path / 'basicsr.pth'), str(tmp_path / 'out.pth'), '--arch-opt', 'num_block=2'])
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_convert_arch_opt_does_not_swallow_the_files():
+    expected = ('in.pt', 'out.pth', ['num_group=2', 'num_block=3'])
+    for argv in (['--arch', 'RCAN', '--arch-opt', 'num_group=2', 'num_block=3', 'in.pt', 'out.pth'],
+                 ['--arch', 'RCAN', '--arch-opt', 'num_group=2', '--arch-opt', 'num_block=3', 'in.pt', 'out.pth'],
+                 ['--arch', 'RCAN', '--arch-opt', 'num_group=2', 'num_block=3', '--', 'in.pt', 'out.pth'],
+                 ['in.pt', 'out.pth', '--arch', 'RCAN', '--arch-opt', 'num_group=2', 'num_block=3'],
+                 ['in.pt', '--arch-opt', 'num_group=2', 'num_block=3', 'out.pth', '--arch', 'RCAN']):
+        args = convert.parse_args(argv)
+        assert (args.input, args.output, args.arch_opt) == expected, argv
+    for argv in (['--arch-opt', 'a=1', 'in.pt'], ['--arch-opt', 'a=1', 'in.pt', 'out.pth', 'extra']):
+        with pytest.raises(SystemExit):
+            convert.parse_args(argv)
+
+
+def test_convert_help_names_the_command():
+    parser = convert.build_parser()
+    assert parser.prog == 'dckd-convert' and 'inferred from the checkpoint' in parser.description
+    assert parser.format_help().startswith('usage: dckd-convert')
+
+
+def test_safetensors_release_through_an_official_converter(tmp_path):
+    from safetensors.torch import save_file
+    source = tiny_rcan(45, num_group=2, num_block=1, upscale=2)
+    save_file({k: v.contiguous() for k, v in to_official_rcan(source).items()}, str(tmp_path / 'RCAN_BIX2.safetensors'))
+    target = tiny_rcan(46, num_group=2, num_block=1, upscale=2)
+    report = load_pretrained(target, str(tmp_path / 'RCAN_BIX2.safetensors'))
+    assert (report['format'], report['layout'], report['param_key']) == ('rcan_official', 'safetensors file', None)
+    assert_same_weights(target, source)
+    (tmp_path / 'broken.safetensors').write_bytes(b'not a safetensors file')
+    with pytest.raises(OptionError, match=r'path.pretrain_network_t: .*broken.safetensors cannot be read as a '
+                       'safetensors file'):
+        load_pretrained(target, str(tmp_path / 'broken.safetensors'))

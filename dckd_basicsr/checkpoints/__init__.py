@@ -15,10 +15,15 @@ Modules:
     :func:`register_converter`, and auto-detection (:func:`detect_format`, :func:`detection_order`); the order in which
     ``auto`` asks the detectors is documented there.
 ``converters``
-    The formats ``basicsr``, ``state_dict``, ``rcan_official``, ``edsr_official``, ``swinir_official`` and ``taming``,
-    with the releases each one reads.
+    The formats ``spandrel``, ``basicsr``, ``state_dict``, ``rcan_official``, ``edsr_official``, ``swinir_official``
+    and ``taming``, with the releases each one reads and the network options the official ones determine.
 this file
-    :func:`load_pretrained` and :func:`format_report`, the API the models and ``dckd-convert`` use.
+    :func:`load_pretrained`, :func:`read_state_dict` and :func:`format_report`, the API the models and
+    ``dckd-convert`` use.
+
+A teacher of any architecture spandrel detects needs no converter: ``network_t: {type: SpandrelTeacher}``
+(:mod:`dckd_basicsr.archs.spandrel_arch`) makes ``auto`` pick ``spandrel``, which hands the file's tensors, read by
+the safe reader here, to ``spandrel.ModelLoader().load_from_state_dict``.
 
 Register your own format, with a detector so that ``auto`` finds it too::
 
@@ -32,7 +37,7 @@ and select it with the format option (``path.teacher_format: my_format``) or let
 """
 import re
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from basicsr.utils import get_root_logger
 from torch import nn
@@ -41,7 +46,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from dckd_basicsr.checkpoints import converters  # noqa: F401  (registers the built-in formats)
 from dckd_basicsr.checkpoints.registry import (CHECKPOINT_REGISTRY, DEFAULT_PRIORITY, FALLBACK_FORMATS, Conversion,
                                                ConversionError, Detector, detect_format, detection_order,
-                                               register_converter)
+                                               infer_network, register_converter)
 from dckd_basicsr.checkpoints.safe_load import (WRAPPER_KEYS, PickledObject, RestrictedUnpickler, extract_state_dict,
                                                 load_checkpoint_file, pickled_objects)
 from dckd_basicsr.errors import OptionError, UnknownTypeError
@@ -49,8 +54,8 @@ from dckd_basicsr.errors import OptionError, UnknownTypeError
 __all__ = [
     'CHECKPOINT_REGISTRY', 'DEFAULT_PRIORITY', 'WRAPPER_KEYS', 'Conversion', 'ConversionError', 'Detector',
     'PickledObject', 'RestrictedUnpickler', 'detect_format', 'detection_order',
-    'extract_state_dict', 'format_report', 'load_checkpoint_file', 'load_pretrained', 'pickled_objects',
-    'register_converter'
+    'extract_state_dict', 'file_layout', 'format_report', 'infer_network', 'load_checkpoint_file', 'load_pretrained',
+    'pickled_objects', 'read_state_dict', 'register_converter'
 ]
 
 
@@ -76,6 +81,38 @@ def _listing(keys: Sequence[str], limit: int = 8) -> str:
     return f'{shown}, ... ({len(keys)} in all)' if len(keys) > limit else shown
 
 
+LIGHTNING_KEYS = ('pytorch-lightning_version', 'global_step', 'optimizer_states', 'callbacks')
+
+
+def file_layout(path: str, raw: Any, wrapper: Optional[str]) -> str:
+    """What the file is, for the report: ``BasicSR file (params)``, ``Lightning checkpoint (state_dict)``, ..."""
+    container = 'safetensors file' if str(path).lower().endswith('.safetensors') else None
+    if isinstance(raw, nn.Module):
+        return f'pickled {type(raw).__name__} model'
+    if wrapper in ('params', 'params_ema'):
+        return f'BasicSR file ({wrapper})'
+    if wrapper is None:
+        return container or 'raw state dict'
+    if isinstance(raw, Mapping) and any(key in raw for key in LIGHTNING_KEYS):
+        return f'Lightning checkpoint ({wrapper})'
+    return f'checkpoint with the tensors under {wrapper!r}'
+
+
+def read_state_dict(path: str,
+                    param_key: Optional[str] = 'params',
+                    trusted: bool = False,
+                    option: str = 'path.pretrain_network_t') -> Tuple[Dict[str, Any], Optional[str], str]:
+    """The tensors of a checkpoint file as :func:`load_pretrained` reads them: ``(tensors, wrapper key or None,
+    file layout)``. Raises OptionError naming ``option`` and the file."""
+    suffix = _suffix(option)
+    raw = load_checkpoint_file(path, trusted=trusted, option=option)
+    try:
+        tensors, used = extract_state_dict(raw, param_key, f'path.trusted_{suffix}: true' if suffix else 'trusted')
+    except ConversionError as error:
+        raise OptionError(f'{option}: {path}: {error}') from error
+    return tensors, used, file_layout(path, raw, used)
+
+
 def load_pretrained(net: nn.Module,
                     path: str,
                     fmt: str = 'auto',
@@ -87,9 +124,9 @@ def load_pretrained(net: nn.Module,
 
     Args:
         net: the network (DataParallel/DDP wrappers are looked through).
-        path: checkpoint file.
-        fmt: a name in :data:`CHECKPOINT_REGISTRY` (``basicsr``, ``state_dict``, ``rcan_official``, ``edsr_official``,
-            ``swinir_official``, ``taming``, or your own), or ``auto``.
+        path: checkpoint file (``.pth``, ``.pt``, ``.ckpt``, ``.safetensors``).
+        fmt: a name in :data:`CHECKPOINT_REGISTRY` (``spandrel``, ``basicsr``, ``state_dict``, ``rcan_official``,
+            ``edsr_official``, ``swinir_official``, ``taming``, or your own), or ``auto``.
         param_key: wrapper key to read first (``params_ema`` falls back to ``params``, as in BasicSR); None tries the
             usual wrappers. Raw state dicts need none.
         strict: every network key must be filled and every checkpoint key used or dropped on purpose, with matching
@@ -98,7 +135,8 @@ def load_pretrained(net: nn.Module,
         option: the option key naming the file, used in error messages.
 
     Returns:
-        A report: ``file``, ``format``, ``param_key`` (wrapper used, None for a raw dict), ``mapped`` (network key ->
+        A report: ``file``, ``layout`` (what the file is: :func:`file_layout`), ``format`` (the converter that read
+        it), ``param_key`` (wrapper used, None for a raw dict), ``mapped`` (network key ->
         checkpoint key), ``dropped`` (checkpoint key -> reason), ``recomputed`` (network key -> reason), ``missing``,
         ``unexpected`` and ``mismatched`` (key -> (checkpoint shape, network shape)); the last three are empty when
         ``strict``.
@@ -114,6 +152,7 @@ def load_pretrained(net: nn.Module,
     detected = fmt in (None, 'auto')
     try:
         tensors, used = extract_state_dict(raw, param_key, f'path.trusted_{suffix}: true' if suffix else 'trusted')
+        layout = file_layout(path, raw, used)
         if detected:
             fmt = detect_format(tensors, net, used)
         if fmt not in CHECKPOINT_REGISTRY:
@@ -153,6 +192,7 @@ def load_pretrained(net: nn.Module,
     net.load_state_dict(weights, strict=True)
     report = {
         'file': path,
+        'layout': layout,
         'format': fmt,
         'param_key': used,
         'mapped': OrderedDict(
@@ -170,7 +210,8 @@ def load_pretrained(net: nn.Module,
 def format_report(report: Mapping[str, Any]) -> str:
     """One-paragraph summary of a :func:`load_pretrained` report."""
     renamed = sum(1 for k, s in report['mapped'].items() if k != s)
-    text = (f"format {report['format']}, {len(report['mapped'])} tensors loaded ({renamed} renamed), "
+    layout = f" ({report['layout']})" if report.get('layout') else ''
+    text = (f"format {report['format']}{layout}, {len(report['mapped'])} tensors loaded ({renamed} renamed), "
             f"{len(report['dropped'])} dropped on purpose")
     reasons = OrderedDict()
     for key, reason in report['dropped'].items():

@@ -1,5 +1,9 @@
 """The checkpoint formats ``load_pretrained`` converts, each registered with its detector (see :mod:`.registry`).
 
+``spandrel``
+    Any checkpoint whose architecture spandrel detects (HAT, DAT, ATD, SwinIR, RCAN, SPAN, NAFNet, ...: the
+    installed spandrel's ``MAIN_REGISTRY``), ``.pth`` or ``.safetensors``, into a
+    :class:`~dckd_basicsr.archs.spandrel_arch.SpandrelTeacher`, which spandrel builds from the tensors.
 ``basicsr``
     BasicSR files ``{'params': ..., 'params_ema': ...}`` (``experiments/<name>/models/net_g_<iter>.pth``), names as in
     the network. The official NAFNet (megvii-research/NAFNet, e.g. ``NAFNet-GoPro-width32.pth``) and Restormer
@@ -9,29 +13,71 @@
     network.
 ``rcan_official``
     RCAN (yulunzhang/RCAN: ``RCAN_BIX2.pt``, ``RCAN_BIX3.pt``, ``RCAN_BIX4.pt``; EDSR-PyTorch naming) into BasicSR's
-    ``RCAN``.
+    ``RCAN``; detected by spandrel's RCAN detector, network options inferred from spandrel's reading of the file.
 ``edsr_official``
     EDSR-PyTorch (sanghyun-son/EDSR-PyTorch: ``edsr_x{2,3,4}-*.pt``, ``edsr_baseline_x{2,3,4}-*.pt``) into BasicSR's
-    ``EDSR``.
+    ``EDSR`` (spandrel has no EDSR; the options are inferred here, with spandrel's key-reading helpers).
 ``swinir_official``
     SwinIR (JingyunLiang/SwinIR releases: ``001_classicalSR_DIV2K_s48w8_SwinIR-M_x{2,3,4}.pth``,
     ``002_lightweightSR_DIV2K_s64w8_SwinIR-S_x2.pth``, ``003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth``, ...) into
-    BasicSR's ``SwinIR``.
+    BasicSR's ``SwinIR``; network options inferred from spandrel's reading of the file.
 ``taming``
     taming-transformers VQGAN (CompVis/taming-transformers: the Lightning checkpoint
-    ``vqgan_imagenet_f16_1024/checkpoints/last.ckpt``), or an encoder-only file written by ``dckd-convert``, into the
-    plugin's ``VQGANEncoder``.
+    ``vqgan_imagenet_f16_1024/checkpoints/last.ckpt``) into the plugin's ``VQGANEncoder``. An encoder-only BasicSR
+    file written by ``dckd-convert`` has the same names and is read as ``basicsr``.
 
 ``basicsr`` and ``state_dict`` have no detector: ``auto`` falls back to them when no detector recognises the file.
+
+Why the official-release converters stay although spandrel loads those releases: spandrel builds *its own* copy of
+each architecture, while these converters fill BasicSR's ``RCAN`` / ``EDSR`` / ``SwinIR`` (the BasicSR teacher route,
+the authors' option files, FAKD's default layer names, the golden tests and ``dckd-convert``'s output need those).
+What spandrel does that these did by hand is used instead: RCAN detection, and the RCAN and SwinIR hyperparameters
+``dckd-convert`` infers. A teacher of any other architecture needs no converter: ``network_t: {type: SpandrelTeacher}``.
 """
 import math
 import re
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from dckd_basicsr.checkpoints.registry import Conversion, ConversionError, register_converter
+
+
+def _is_spandrel_teacher(tensors: Mapping[str, torch.Tensor], net: Optional[nn.Module], wrapper: Optional[str]) -> bool:
+    return net is not None and callable(getattr(net, 'load_spandrel_state_dict', None))
+
+
+@register_converter(detect=_is_spandrel_teacher, priority=1000)
+def spandrel(tensors: Dict[str, torch.Tensor], net: nn.Module) -> Conversion:
+    """Any architecture spandrel detects, built by spandrel from the tensors into a ``SpandrelTeacher``
+    (:meth:`~dckd_basicsr.archs.spandrel_arch.SpandrelTeacher.load_spandrel_state_dict`); the network's tensors come
+    back under ``model.``, checkpoint keys spandrel's network does not use are reported as dropped."""
+    if not _is_spandrel_teacher(tensors, net, None):
+        raise ConversionError(f"format 'spandrel' builds the network from the checkpoint and needs network type "
+                              f'SpandrelTeacher, but the network is {type(net).__name__}; set type: SpandrelTeacher '
+                              'or choose another format.')
+    net.load_spandrel_state_dict(tensors)
+    conversion = Conversion()
+    used = net.model.state_dict()
+    for key, value in used.items():
+        conversion.state_dict[f'model.{key}'] = value
+        conversion.sources[f'model.{key}'] = key
+    for key in tensors:
+        if key not in used:
+            conversion.dropped[key] = f'not a tensor of spandrel\'s {net.architecture} (renamed or unused by it)'
+    return conversion
+
+
+def spandrel_hyperparameters(architecture: str, tensors: Mapping[str, torch.Tensor], fmt: str) -> Dict[str, Any]:
+    """The hyperparameters spandrel's ``architecture`` loader reads from ``tensors`` (it builds the network once)."""
+    from spandrel import MAIN_REGISTRY
+    try:
+        model = MAIN_REGISTRY[architecture].architecture.load(dict(tensors)).model
+    except Exception as error:  # noqa: B902  (the loader's KeyError/RuntimeError on tensors it does not expect)
+        raise ConversionError(f"format '{fmt}': spandrel's {architecture} loader cannot read this checkpoint "
+                              f'({type(error).__name__}: {error}).') from error
+    return dict(model.hyperparameters)
 
 
 @register_converter()
@@ -179,15 +225,65 @@ def _has_channel_attention(tensors: Mapping[str, torch.Tensor]) -> bool:
     return any('.conv_du.' in k for k in tensors)
 
 
-def _is_rcan_official(tensors: Mapping[str, torch.Tensor], net: nn.Module, wrapper: Optional[str]) -> bool:
-    return _edsr_pytorch_naming(tensors) and _has_channel_attention(tensors)
+def _is_rcan_official(tensors: Mapping[str, torch.Tensor], net: Optional[nn.Module], wrapper: Optional[str]) -> bool:
+    from spandrel import MAIN_REGISTRY
+    return MAIN_REGISTRY['RCAN'].detect(tensors)
 
 
-def _is_edsr_official(tensors: Mapping[str, torch.Tensor], net: nn.Module, wrapper: Optional[str]) -> bool:
+def _mean_options(tensors: Mapping[str, torch.Tensor], fmt: str) -> Dict[str, Any]:
+    """``rgb_mean`` / ``img_range`` of BasicSR's RCAN/EDSR for an EDSR-PyTorch file: its ``sub_mean`` MeanShift at
+    EDSR-PyTorch's ``rgb_range`` 255 (the releases'), or no mean subtraction when the file has none."""
+    if 'sub_mean.bias' not in tensors:
+        return {'rgb_mean': [0., 0., 0.], 'img_range': 1.}
+    mean = [round(v, 4) for v in (tensors['sub_mean.bias'].double().flatten() / -255.).tolist()]
+    if len(mean) != 3 or not all(0 <= v <= 1 for v in mean):
+        raise ConversionError(f"format '{fmt}': sub_mean.bias / -255 = {mean} is no RGB mean of [0, 1] images, so "
+                              'the rgb_range is not 255; give the network with --arch/--arch-opt (img_range, '
+                              'rgb_mean).')
+    return {'rgb_mean': mean, 'img_range': 255.}
+
+
+def _infer_rcan(tensors: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """BasicSR ``RCAN`` options of an official RCAN file, from spandrel's RCAN loader."""
+    params = spandrel_hyperparameters('RCAN', tensors, 'rcan_official')
+    _check_basicsr_rcan(params)
+    return dict(type='RCAN', num_in_ch=params['n_colors'], num_out_ch=params['n_colors'], num_feat=params['n_feats'],
+                num_group=params['n_resgroups'], num_block=params['n_resblocks'], squeeze_factor=params['reduction'],
+                upscale=params['scale'], **_mean_options(tensors, 'rcan_official'))
+
+
+def _check_basicsr_rcan(params: Mapping[str, Any]) -> None:
+    differences = [what for what, differs in (
+        ('a pixel-unshuffle head (head.1)', params.get('unshuffle_mod')),
+        (f"kernel size {params.get('kernel_size')}", params.get('kernel_size', 3) != 3),
+    ) if differs]
+    if differences:
+        raise ConversionError(f"this RCAN has {' and '.join(differences)}, which BasicSR's RCAN does not; load it as a "
+                              'teacher with network_t: {type: SpandrelTeacher} instead.')
+
+
+def _is_edsr_official(tensors: Mapping[str, torch.Tensor], net: Optional[nn.Module], wrapper: Optional[str]) -> bool:
     return _edsr_pytorch_naming(tensors) and not _has_channel_attention(tensors)
 
 
-@register_converter(detect=_is_rcan_official, priority=310)
+# EDSR-PyTorch's EDSR paper model (its template "EDSR_paper"): 256 features, 32 blocks, res_scale 0.1; every other
+# EDSR release (the baselines) has res_scale 1. The file does not store it.
+EDSR_PAPER = {'num_feat': 256, 'num_block': 32}
+
+
+def _infer_edsr(tensors: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """BasicSR ``EDSR`` options of an EDSR-PyTorch file (spandrel has no EDSR; its key-reading helpers are used)."""
+    from spandrel.util import get_pixelshuffle_params, get_seq_len
+    upscale, num_feat = get_pixelshuffle_params(tensors, 'tail.0')
+    options = dict(type='EDSR', num_in_ch=int(tensors['head.0.weight'].shape[1]),
+                   num_out_ch=int(tensors['tail.1.weight'].shape[0]), num_feat=int(num_feat),
+                   num_block=get_seq_len(tensors, 'body') - 1, upscale=int(upscale))
+    options['res_scale'] = 0.1 if all(options[k] == v for k, v in EDSR_PAPER.items()) else 1
+    options.update(_mean_options(tensors, 'edsr_official'))
+    return options
+
+
+@register_converter(detect=_is_rcan_official, priority=310, infer=_infer_rcan)
 def rcan_official(tensors: Dict[str, torch.Tensor], net: nn.Module) -> Conversion:
     """Official RCAN (EDSR-PyTorch naming) into BasicSR's ``RCAN``, any number of groups/blocks, x2/x3/x4.
 
@@ -201,6 +297,8 @@ def rcan_official(tensors: Dict[str, torch.Tensor], net: nn.Module) -> Conversio
         'RCAN', ('conv_first', 'body', 'conv_after_body', 'upsample', 'conv_last', 'mean', 'img_range'),
         'rcan_official',
         body_block=('residual_group', 'conv'))
+    if 'head.1.weight' in tensors and 'head.0.weight' not in tensors:
+        _check_basicsr_rcan({'unshuffle_mod': True})
     num_group, num_block = len(net.body), len(net.body[0].residual_group)
     groups = {int(m.group(1)) for m in (re.fullmatch(r'body\.(\d+)\.body\.\d+\..*', k) for k in tensors) if m}
     blocks = {int(m.group(1)) for m in (re.fullmatch(r'body\.0\.body\.(\d+)\.body\..*', k) for k in tensors) if m}
@@ -220,7 +318,7 @@ def rcan_official(tensors: Dict[str, torch.Tensor], net: nn.Module) -> Conversio
     return _edsr_family(tensors, net, 'rcan_official', rules)
 
 
-@register_converter(detect=_is_edsr_official, priority=300)
+@register_converter(detect=_is_edsr_official, priority=300, infer=_infer_edsr)
 def edsr_official(tensors: Dict[str, torch.Tensor], net: nn.Module) -> Conversion:
     """Official EDSR (EDSR-PyTorch) into BasicSR's ``EDSR``: ``body.I.body.{0,2}`` -> ``body.I.conv{1,2}``,
     ``body.N`` -> ``conv_after_body``; head, tail and MeanShift as in :func:`rcan_official`. ``res_scale`` is not
@@ -240,11 +338,36 @@ def edsr_official(tensors: Dict[str, torch.Tensor], net: nn.Module) -> Conversio
     return _edsr_family(tensors, net, 'edsr_official', rules)
 
 
-def _is_swinir_official(tensors: Mapping[str, torch.Tensor], net: nn.Module, wrapper: Optional[str]) -> bool:
-    return any(k.endswith('relative_position_bias_table') for k in tensors) and hasattr(net, 'patch_embed')
+def _is_swinir_official(tensors: Mapping[str, torch.Tensor], net: Optional[nn.Module], wrapper: Optional[str]) -> bool:
+    """SwinIR keys, and a network with ``patch_embed`` (any network when there is none yet: ``dckd-convert``
+    inferring it)."""
+    return any(k.endswith('relative_position_bias_table') for k in tensors) and (net is None
+                                                                               or hasattr(net, 'patch_embed'))
 
 
-@register_converter(detect=_is_swinir_official, priority=200)
+# SwinIR options that spandrel's loader reads from the file (the rest are training-only: dropout, drop path, ape
+# is off in every release, patch_size 1).
+SWINIR_OPTIONS = ('img_size', 'in_chans', 'embed_dim', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'upscale',
+                  'img_range', 'upsampler', 'resi_connection')
+
+
+def _infer_swinir(tensors: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """BasicSR ``SwinIR`` options of an official SwinIR file, from spandrel's SwinIR loader (``img_size`` from the
+    shifted blocks' ``attn_mask``, 64 when none; ``img_range`` 255 for window 7, the JPEG releases, else 1)."""
+    params = spandrel_hyperparameters('SwinIR', tensors, 'swinir_official')
+    if params.get('start_unshuffle', 1) != 1:
+        raise ConversionError("this SwinIR starts with a pixel unshuffle (conv_first.1), which BasicSR's SwinIR does "
+                              'not; load it as a teacher with network_t: {type: SpandrelTeacher} instead.')
+    options = {'type': 'SwinIR'}
+    for key in SWINIR_OPTIONS:
+        value = params[key]
+        options[key] = [int(v) for v in value] if key in ('depths', 'num_heads') else value
+    options['mlp_ratio'] = float(options['mlp_ratio'])
+    options['img_range'] = float(options['img_range'])
+    return options
+
+
+@register_converter(detect=_is_swinir_official, priority=200, infer=_infer_swinir)
 def swinir_official(tensors: Dict[str, torch.Tensor], net: nn.Module) -> Conversion:
     """Official SwinIR releases (classical, lightweight, real-world; ``params`` or ``params_ema``) into BasicSR's
     ``SwinIR``, which uses the same module names.
@@ -281,8 +404,15 @@ def swinir_official(tensors: Dict[str, torch.Tensor], net: nn.Module) -> Convers
     return conversion
 
 
-def _is_taming(tensors: Mapping[str, torch.Tensor], net: nn.Module, wrapper: Optional[str]) -> bool:
-    return 'quantize.embedding.weight' in tensors or any(k.startswith('encoder.conv_in.') for k in tensors)
+TAMING_DROPPABLE = ('decoder', 'post_quant_conv', 'loss')
+
+
+def _is_taming(tensors: Mapping[str, torch.Tensor], net: Optional[nn.Module], wrapper: Optional[str]) -> bool:
+    """taming's names; in a BasicSR ``params`` file (e.g. an encoder written by ``dckd-convert``) only when it holds
+    decoder or loss tensors to drop: otherwise the file is what ``basicsr`` reads."""
+    if not ('quantize.embedding.weight' in tensors or any(k.startswith('encoder.conv_in.') for k in tensors)):
+        return False
+    return wrapper not in ('params', 'params_ema') or any(k.split('.', 1)[0] in TAMING_DROPPABLE for k in tensors)
 
 
 @register_converter(detect=_is_taming, priority=400)
@@ -291,7 +421,7 @@ def taming(tensors: Dict[str, torch.Tensor], net: nn.Module) -> Conversion:
 
     Keeps ``encoder.*``, ``quant_conv.*`` and ``quantize.embedding.weight``; drops ``loss.*`` (LPIPS and
     discriminator) and, when the network has no decoder, ``decoder.*`` and ``post_quant_conv.*``. An encoder-only
-    file written by ``python -m dckd_basicsr.convert`` has the same names and loads too.
+    file written by ``dckd-convert`` has the same names and loads too (``auto`` reads it as ``basicsr``).
     """
     own = net.state_dict()
     has = {prefix: any(k.startswith(prefix) for k in own) for prefix in ('decoder.', 'post_quant_conv.', 'loss.')}

@@ -5,7 +5,8 @@ and without ``module.``) and the bare network, and returns the tensors under the
 recognise are returned unchanged, so that they show up as unexpected.
 
 A converter registers itself, under its function name, together with its detector, ``detect(state_dict, net,
-wrapper) -> bool`` (``wrapper``: the key the tensors were under, e.g. ``'params'``, or None for a raw state dict)::
+wrapper) -> bool`` (``wrapper``: the key the tensors were under, e.g. ``'params'``, or None for a raw state dict;
+``net`` is None when ``dckd-convert`` detects the format to infer the network from the checkpoint)::
 
     from dckd_basicsr.checkpoints import register_converter
 
@@ -20,12 +21,19 @@ descending ``priority``, in registration order where priorities are equal, and t
 =========  ===================  =================================================================================
 priority   format               detector
 =========  ===================  =================================================================================
-400        ``taming``           ``quantize.embedding.weight`` or ``encoder.conv_in.*``
-310        ``rcan_official``    ``head.0.weight``, ``tail.*`` and channel attention (``*.conv_du.*``)
+1000       ``spandrel``         the network is a ``SpandrelTeacher`` (spandrel then detects the architecture)
+400        ``taming``           ``quantize.embedding.weight`` or ``encoder.conv_in.*``; in a ``params`` /
+                                ``params_ema`` file only with decoder or loss keys to drop (else it is ``basicsr``)
+310        ``rcan_official``    spandrel's RCAN detector (``head.0``/``head.1``, ``tail.1``, ``body.0.body.0.body.0``,
+                                channel attention ``body.0.body.0.body.3.conv_du.0``)
 300        ``edsr_official``    ``head.0.weight``, ``tail.*`` and no channel attention
 200        ``swinir_official``  ``*relative_position_bias_table`` and a network with ``patch_embed``
 100        (default)            converters registered with :func:`register_converter` without a priority
 =========  ===================  =================================================================================
+
+A converter may also come with ``infer(state_dict) -> network options``: the BasicSR network block (with ``type``)
+that the checkpoint's keys and shapes determine, which ``dckd-convert`` uses when no ``--arch`` / ``-opt`` is given
+(:func:`infer_network`).
 
 When no detector says yes, the names are taken as they are: ``basicsr`` for ``params`` / ``params_ema`` files,
 ``state_dict`` otherwise. Those two, and converters registered with plain ``CHECKPOINT_REGISTRY.register()``, have no
@@ -33,7 +41,7 @@ detector; they are used by name, or as that fallback.
 """
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 import torch
 from basicsr.utils.registry import Registry
@@ -43,6 +51,8 @@ CHECKPOINT_REGISTRY = Registry('checkpoint')
 
 # Detector signature: (state_dict, net, wrapper key or None) -> whether the converter handles this checkpoint.
 Detector = Callable[[Mapping[str, torch.Tensor], nn.Module, Optional[str]], bool]
+# Inference signature: state_dict -> the network option block (with `type`) the converter's target must have.
+Inferrer = Callable[[Mapping[str, torch.Tensor]], Dict[str, Any]]
 DEFAULT_PRIORITY = 100
 # Taken when no detector recognises the file, by the wrapper the tensors were under.
 FALLBACK_FORMATS = ('basicsr', 'state_dict')
@@ -76,18 +86,22 @@ class Conversion:
 
 
 def register_converter(detect: Optional[Detector] = None,
-                       priority: int = DEFAULT_PRIORITY) -> Callable[[ConverterT], ConverterT]:
+                       priority: int = DEFAULT_PRIORITY,
+                       infer: Optional[Inferrer] = None) -> Callable[[ConverterT], ConverterT]:
     """Decorator: register a converter in :data:`CHECKPOINT_REGISTRY` under its name, with its detector.
 
     Args:
         detect: ``detect(state_dict, net, wrapper) -> bool``; None keeps the converter out of auto-detection (it is
             then used only by name).
         priority: detectors with a higher priority are asked first (see the table in this module's docstring).
+        infer: ``infer(state_dict) -> network options`` (see :func:`infer_network`); None when the checkpoint does
+            not determine the network.
     """
 
     def deco(converter: ConverterT) -> ConverterT:
         converter.detect = detect
         converter.priority = priority
+        converter.infer = infer
         CHECKPOINT_REGISTRY.register(converter)
         return converter
 
@@ -108,3 +122,20 @@ def detect_format(state_dict: Mapping[str, torch.Tensor], net: nn.Module, wrappe
         if converter.detect(state_dict, net, wrapper):
             return name
     return 'basicsr' if wrapper in ('params', 'params_ema') else 'state_dict'
+
+
+def infer_network(fmt: str, state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """The BasicSR network block (``{'type': ..., options}``) that the checkpoint of format ``fmt`` determines, from
+    its keys and shapes, through the converter's ``infer``.
+
+    Raises:
+        ConversionError: the format has no inference (say the network with ``--arch`` or ``-opt``), or the tensors
+            describe a network that the format's target arch cannot hold.
+    """
+    converter = CHECKPOINT_REGISTRY.get(fmt)
+    infer = getattr(converter, 'infer', None)
+    if infer is None:
+        able = [name for name, conv in CHECKPOINT_REGISTRY if getattr(conv, 'infer', None) is not None]
+        raise ConversionError(f"format '{fmt}' does not determine the network from the checkpoint (formats that do: "
+                              f"{', '.join(able)}); give it with --arch TYPE --arch-opt key=value or -opt FILE.")
+    return infer(state_dict)

@@ -1,0 +1,262 @@
+"""Which network a bare checkpoint holds: the ``network_g`` block that rebuilds it, read from its keys and shapes.
+
+``dckd-infer`` and ``dckd-export`` use this when no option file is given, so that a BasicSR ``net_g_<iter>.pth`` of a
+student "just works". The layouts recognised are the BasicSR archs' and the plugin's own (the key names their
+modules produce, as BasicSR saves them):
+
+============  ====================================================================================================
+``SwinIR``    BasicSR's ``SwinIR`` (also the official SwinIR key layout). Hyperparameters from spandrel's SwinIR
+              detection, plus ``ape`` / ``patch_norm`` / ``qkv_bias`` from the keys.
+``RCAN``      BasicSR's ``RCAN``: ``body.G.residual_group.B.rcab.3.attention.*``.
+``EDSR``      BasicSR's ``EDSR``: ``body.I.conv{1,2}``, ``conv_after_body``, ``upsample.*``.
+``MSRResNet`` BasicSR's ``MSRResNet``: ``body.I.conv{1,2}``, ``upconv1``, ``conv_hr``.
+``NAFNet``    the plugin's ``NAFNet`` (also the official NAFNet layout); hyperparameters from spandrel's detection.
+``Restormer`` the plugin's ``Restormer`` (also the official Restormer layout).
+============  ====================================================================================================
+
+Some hyperparameters leave no trace in the weights (``img_range``, ``rgb_mean``, ``res_scale``, Restormer's
+``pad_multiple``): the detected block uses the BasicSR default and lists it in :attr:`DetectedNetwork.assumed`, so
+the command can print it; give the option file (``-opt``) when the student was trained with another value.
+Official releases in other layouts (RCAN/EDSR as EDSR-PyTorch saves them) are converted first with ``dckd-convert``.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from spandrel.architectures.NAFNet import NAFNetArch
+from spandrel.architectures.SwinIR import SwinIRArch
+from spandrel.util import get_pixelshuffle_params, get_seq_len
+
+from dckd_basicsr.errors import OptionError
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+@dataclass
+class DetectedNetwork:
+    """A network recognised from its weights.
+
+    Attributes:
+        opt: The ``network_g`` block (with ``type``) that builds it, for ``basicsr.archs.build_network``.
+        scale: Output size / input size.
+        pad_multiple: Inputs are padded to a multiple of this before the network runs (SwinIR's window; 1 for
+            networks that take any size or pad themselves), as validation's ``val.pad_multiple``.
+        assumed: ``'name: value (why)'`` for each hyperparameter the weights do not determine.
+    """
+    opt: Dict[str, Any]
+    scale: int
+    pad_multiple: int = 1
+    assumed: List[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line: the block as it would appear in an option file, and what was assumed."""
+        args = ', '.join(f'{k}: {v}' for k, v in self.opt.items() if k != 'type')
+        text = f"{self.opt['type']} x{self.scale} ({args})"
+        if self.assumed:
+            text += '; not in the weights, assumed: ' + '; '.join(self.assumed)
+        return text
+
+
+def _has(state_dict: StateDict, *keys: str) -> bool:
+    return all(key in state_dict for key in keys)
+
+
+def _out_channels(state_dict: StateDict, key: str) -> int:
+    return int(state_dict[key].shape[0])
+
+
+def _in_channels(state_dict: StateDict, key: str) -> int:
+    return int(state_dict[key].shape[1])
+
+
+def _pixelshuffle_scale(state_dict: StateDict, prefix: str) -> int:
+    scale, _ = get_pixelshuffle_params(state_dict, prefix)
+    return scale
+
+
+# ---------------------------------------------------------------------------------------------------------- SwinIR
+def _is_swinir(state_dict: StateDict) -> bool:
+    return SwinIRArch().detect(state_dict)
+
+
+def _swinir(state_dict: StateDict) -> DetectedNetwork:
+    hyper = SwinIRArch().load(dict(state_dict)).model.hyperparameters
+    if hyper.get('start_unshuffle', 1) != 1:
+        raise OptionError('the checkpoint is a SwinIR with a pixel-unshuffle stem (conv_first.1), which BasicSR\'s '
+                          'SwinIR does not have; load it as a spandrel teacher instead.')
+    opt = {'type': 'SwinIR'}
+    for key in ('upscale', 'in_chans', 'img_size', 'window_size', 'img_range', 'depths', 'embed_dim', 'num_heads',
+                'mlp_ratio', 'upsampler', 'resi_connection'):
+        opt[key] = hyper[key]
+    opt['img_range'] = float(opt['img_range'])
+    opt['qkv_bias'] = 'layers.0.residual_group.blocks.0.attn.qkv.bias' in state_dict
+    opt['patch_norm'] = 'patch_embed.norm.weight' in state_dict
+    opt['ape'] = 'absolute_pos_embed' in state_dict
+    if opt['ape']:
+        opt['img_size'] = math.isqrt(int(state_dict['absolute_pos_embed'].shape[1]))
+    assumed = [f"img_range: {opt['img_range']:g} (spandrel's rule: 255 for window 7, else 1)"]
+    if not any(key.endswith('attn_mask') for key in state_dict) and not opt['ape']:
+        assumed.append(f"img_size: {opt['img_size']} (no shifted-window mask stored; it does not change the output)")
+    if opt['upsampler'] == '':
+        opt['upscale'] = 1
+    return DetectedNetwork(opt, int(opt['upscale']), int(opt['window_size']), assumed)
+
+
+# ------------------------------------------------------------------------------------------- RCAN, EDSR, MSRResNet
+_MEAN_NOTE = 'rgb_mean: [0.4488, 0.4371, 0.404] (BasicSR default, DIV2K mean)'
+
+
+def _is_rcan(state_dict: StateDict) -> bool:
+    return _has(state_dict, 'conv_first.weight', 'conv_after_body.weight', 'conv_last.weight',
+                'body.0.residual_group.0.rcab.3.attention.1.weight', 'upsample.0.weight')
+
+
+def _rcan(state_dict: StateDict) -> DetectedNetwork:
+    num_feat = _out_channels(state_dict, 'conv_first.weight')
+    opt = {
+        'type': 'RCAN',
+        'num_in_ch': _in_channels(state_dict, 'conv_first.weight'),
+        'num_out_ch': _out_channels(state_dict, 'conv_last.weight'),
+        'num_feat': num_feat,
+        'num_group': get_seq_len(state_dict, 'body'),
+        'num_block': get_seq_len(state_dict, 'body.0.residual_group'),
+        'squeeze_factor': num_feat // _out_channels(state_dict, 'body.0.residual_group.0.rcab.3.attention.1.weight'),
+        'upscale': _pixelshuffle_scale(state_dict, 'upsample'),
+    }
+    assumed = ['img_range: 255 (BasicSR default)', 'res_scale: 1 (BasicSR default)', _MEAN_NOTE]
+    return DetectedNetwork(opt, opt['upscale'], 1, assumed)
+
+
+def _is_edsr(state_dict: StateDict) -> bool:
+    return _has(state_dict, 'conv_first.weight', 'conv_after_body.weight', 'conv_last.weight', 'body.0.conv1.weight',
+                'upsample.0.weight')
+
+
+def _edsr(state_dict: StateDict) -> DetectedNetwork:
+    opt = {
+        'type': 'EDSR',
+        'num_in_ch': _in_channels(state_dict, 'conv_first.weight'),
+        'num_out_ch': _out_channels(state_dict, 'conv_last.weight'),
+        'num_feat': _out_channels(state_dict, 'conv_first.weight'),
+        'num_block': get_seq_len(state_dict, 'body'),
+        'upscale': _pixelshuffle_scale(state_dict, 'upsample'),
+    }
+    assumed = ['img_range: 255 (BasicSR default)', 'res_scale: 1 (BasicSR default; the large EDSR uses 0.1)',
+               _MEAN_NOTE]
+    return DetectedNetwork(opt, opt['upscale'], 1, assumed)
+
+
+def _is_msrresnet(state_dict: StateDict) -> bool:
+    return _has(state_dict, 'conv_first.weight', 'body.0.conv1.weight', 'upconv1.weight', 'conv_hr.weight',
+                'conv_last.weight')
+
+
+def _msrresnet(state_dict: StateDict) -> DetectedNetwork:
+    num_feat = _out_channels(state_dict, 'conv_first.weight')
+    if 'upconv2.weight' in state_dict:
+        upscale = 4
+    else:
+        upscale = math.isqrt(_out_channels(state_dict, 'upconv1.weight') // num_feat)
+    opt = {
+        'type': 'MSRResNet',
+        'num_in_ch': _in_channels(state_dict, 'conv_first.weight'),
+        'num_out_ch': _out_channels(state_dict, 'conv_last.weight'),
+        'num_feat': num_feat,
+        'num_block': get_seq_len(state_dict, 'body'),
+        'upscale': upscale,
+    }
+    return DetectedNetwork(opt, upscale, 1, [])
+
+
+# ------------------------------------------------------------------------------------------- NAFNet, Restormer
+def _is_nafnet(state_dict: StateDict) -> bool:
+    return NAFNetArch().detect(state_dict)
+
+
+def _nafnet(state_dict: StateDict) -> DetectedNetwork:
+    hyper = NAFNetArch().load(dict(state_dict)).model.hyperparameters
+    opt = {'type': 'NAFNet'}
+    opt.update((key, hyper[key]) for key in ('img_channel', 'width', 'middle_blk_num', 'enc_blk_nums', 'dec_blk_nums'))
+    # NAFNet zero-pads to a multiple of 2**levels inside its forward; nothing to pad outside.
+    return DetectedNetwork(opt, 1, 1, [])
+
+
+def _is_restormer(state_dict: StateDict) -> bool:
+    return _has(state_dict, 'patch_embed.proj.weight', 'encoder_level1.0.attn.temperature', 'latent.0.attn.qkv.weight',
+                'refinement.0.attn.temperature', 'output.weight')
+
+
+def _expansion_factor(hidden: Sequence[Tuple[int, int]]) -> float:
+    """The ``ffn_expansion_factor`` f with ``int(dim * f) == hidden`` for every (dim, hidden) pair, as a short
+    decimal (2.66 for the official Restormer)."""
+    low = max(h / d for d, h in hidden)
+    high = min((h + 1) / d for d, h in hidden)
+    for decimals in range(7):
+        candidate = math.ceil(low * 10**decimals - 1e-9) / 10**decimals
+        if candidate < high and all(int(d * candidate) == h for d, h in hidden):
+            return candidate
+    return (low + high) / 2
+
+
+def _restormer(state_dict: StateDict) -> DetectedNetwork:
+    dim = _out_channels(state_dict, 'patch_embed.proj.weight')
+    levels = ('encoder_level1', 'encoder_level2', 'encoder_level3', 'latent')
+    hidden = [(_out_channels(state_dict, f'{name}.0.ffn.project_out.weight'),
+               _in_channels(state_dict, f'{name}.0.ffn.project_out.weight'))
+              for name in levels + ('refinement', )]
+    opt = {
+        'type': 'Restormer',
+        'inp_channels': _in_channels(state_dict, 'patch_embed.proj.weight'),
+        'out_channels': _out_channels(state_dict, 'output.weight'),
+        'dim': dim,
+        'num_blocks': [get_seq_len(state_dict, name) for name in levels],
+        'num_refinement_blocks': get_seq_len(state_dict, 'refinement'),
+        'heads': [int(state_dict[f'{name}.0.attn.temperature'].shape[0]) for name in levels],
+        'ffn_expansion_factor': _expansion_factor(hidden),
+        'bias': 'patch_embed.proj.bias' in state_dict,
+        'LayerNorm_type': 'WithBias' if 'encoder_level1.0.norm1.body.bias' in state_dict else 'BiasFree',
+        'dual_pixel_task': 'skip_conv.weight' in state_dict,
+    }
+    # Restormer pads itself (pad_multiple, default 8) inside its forward.
+    return DetectedNetwork(opt, 1, 1, ['pad_multiple: 8 (the arch default; padding happens inside the network)'])
+
+
+# Asked in this order; the first whose detector accepts the keys builds the block. RCAN before EDSR (both have
+# conv_after_body and upsample; only RCAN has residual groups).
+DETECTORS: List[Tuple[str, Callable[[StateDict], bool], Callable[[StateDict], DetectedNetwork]]] = [
+    ('SwinIR', _is_swinir, _swinir),
+    ('RCAN', _is_rcan, _rcan),
+    ('EDSR', _is_edsr, _edsr),
+    ('MSRResNet', _is_msrresnet, _msrresnet),
+    ('NAFNet', _is_nafnet, _nafnet),
+    ('Restormer', _is_restormer, _restormer),
+]
+
+
+def detect_network(state_dict: StateDict, source: Optional[str] = None) -> DetectedNetwork:
+    """The network whose weights ``state_dict`` holds (keys as BasicSR saves them, ``module.`` prefixes removed).
+
+    Args:
+        state_dict: The tensors.
+        source: The file they come from, for the error message.
+
+    Raises:
+        OptionError: no layout in :data:`DETECTORS` fits; the message names the file and its first keys.
+    """
+    for name, accepts, build in DETECTORS:
+        if accepts(state_dict):
+            try:
+                return build(state_dict)
+            except (KeyError, IndexError, ValueError, ZeroDivisionError) as error:
+                if isinstance(error, OptionError):
+                    raise
+                raise OptionError(f'{source or "the checkpoint"}: its keys look like a {name} but its shapes do not '
+                                  f'fit one ({type(error).__name__}: {error}); give the network with -opt FILE.') \
+                    from error
+    keys = list(state_dict)
+    shown = ', '.join(keys[:6]) + (f', ... ({len(keys)} keys)' if len(keys) > 6 else '')
+    known = ', '.join(name for name, _, _ in DETECTORS)
+    raise OptionError(f'{source or "the checkpoint"}: cannot tell the network from its keys ({shown}); the layouts '
+                      f'detected are BasicSR/plugin {known}. Give the network with -opt FILE (its network_g block), '
+                      'or convert an official release first with dckd-convert.')
