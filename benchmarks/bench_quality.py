@@ -20,6 +20,8 @@ student from the same seed on the same batches (random GT 64x64 crops, batch ``-
 ``--iters`` iterations, then the student itself is evaluated (after a few hundred iterations its EMA still lies close
 to the initial weights). The table gives PSNR per set and the difference to the fp32 run; the difference of two
 fp32 runs is 0 (the same seed and data), so any difference is what the mode changes, amplified by training.
+``--fp32-seeds N`` adds fp32 runs from seeds 1..N (other initial weights and batches): the spread that any change of
+the trajectory gives after so few iterations, the yardstick for the modes' differences.
 
 Modes (``--modes``): ``fp32`` (exact), ``autocast-bf16`` (frozen networks in bf16, ``channels_last``), ``amp-bf16``
 (the whole step in bf16), ``amp-fp16`` (fp16 with the GradScaler; left out by default on CPU, where fp16 is
@@ -160,11 +162,12 @@ def base_options(root: str, device: str, iters: int) -> dict:
                 val=dict(metrics={}))
 
 
-def train_model(opt: dict, patches: TrainingPatches, iters: int, batch: int, device: str):
+def train_model(opt: dict, patches: TrainingPatches, iters: int, batch: int, device: str, seed: int = 0):
+    """``iters`` steps from ``torch.manual_seed(seed)`` on the batches of seed ``seed + 1``."""
     from basicsr.models import build_model
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build_model(opt)
-    for current_iter, data in enumerate(patches.batches(1, iters, batch, device), 1):
+    for current_iter, data in enumerate(patches.batches(seed + 1, iters, batch, device), 1):
         model.feed_data(data)
         model.optimize_parameters(current_iter)
         model.update_learning_rate(current_iter, warmup_iter=-1)
@@ -199,6 +202,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s choice)')
     parser.add_argument('--quick', action='store_true',
                         help='smoke run: 20 iterations each, 10 training photos, 2 Set5 photos, no compile modes')
+    parser.add_argument('--fp32-seeds', type=int, default=0,
+                        help='extra fp32 runs with seeds 1..N (other initial weights and batches): the run-to-run '
+                        'spread that any change of the trajectory gives, to judge the modes\' differences against')
     parser.add_argument('--append', help='append the table to this markdown file (e.g. benchmarks/RESULTS.md)')
     args = parser.parse_args(argv)
     if args.threads:
@@ -246,6 +252,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             results[mode] = {name: psnr(model.net_g, pairs, args.device) for name, pairs in evaluation.items()}
             results[mode]['seconds'] = time.perf_counter() - start
             print(f'{mode}: {results[mode]}', flush=True)
+        for seed in range(1, args.fp32_seeds + 1):
+            start = time.perf_counter()
+            opt = student_options(root, args.device, args.iters, teacher_path, vqgan_path, None)
+            model = train_model(opt, patches, args.iters, args.batch, args.device, seed=seed)
+            run = f'fp32, seed {seed}'
+            results[run] = {name: psnr(model.net_g, pairs, args.device) for name, pairs in evaluation.items()}
+            results[run]['seconds'] = time.perf_counter() - start
+            print(f'{run}: {results[run]}', flush=True)
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     hardware = torch.cuda.get_device_name() if args.device.startswith('cuda') else \
