@@ -47,7 +47,7 @@ ITER_RE = re.compile(r'\[epoch:\s*\d+, iter:\s*([\d,]+), lr:\([^)]*\)\][^\n]*?\]
 SCHEDULES = {'full': {'teacher': 2000, 'student': 1500}, 'fast': {'teacher': 30, 'student': 15}}
 # Wall time of the full demo (default schedule, --scale 2, CPU) in a fresh clone, measured on an idle 2-core machine;
 # the --fast one is a smoke version. Update both after timing the demo again (benchmarks/RESULTS.md).
-DURATION = {'full': 'about 8 minutes on 2 idle CPU cores', 'fast': 'about 1 minute'}
+DURATION = {'full': 'about 4 minutes on 2 idle CPU cores', 'fast': 'under 1 minute'}
 # Validations of each student run (the PSNR-vs-iteration panel of comparison.png)
 VALIDATIONS = 4
 
@@ -200,6 +200,10 @@ def train_run(opt: dict, root: str, report_dir: str, label: str) -> str:
         with open(log_path) as f:
             tail = ''.join(f.readlines()[-25:])
         raise RuntimeError(f'training {name} failed (exit {code}); its output is in {log_path}:\n{tail}')
+    from dckd_basicsr.results import run_logs
+    logs = run_logs(experiment)
+    if logs:
+        say(f'[demo] {label}: BasicSR log {logs[-1]}')
     return experiment
 
 
