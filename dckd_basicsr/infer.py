@@ -26,6 +26,7 @@ image (``--alpha network``); RGBA results are written as PNG.
 import argparse
 import contextlib
 import os.path as osp
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -406,7 +407,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[str]:
     for path in tqdm(files, desc='dckd-infer', unit='img', disable=args.quiet or len(files) == 1):
         loaded = read_image(path, student.in_channels)
         img = enhance(student, loaded, args.tile, args.tile_pad, device, dtype, args.alpha, args.outscale,
-                      progress=not args.quiet)
+                      progress=not args.quiet and sys.stderr.isatty())  # nested bars only on a terminal
         save_path = output_path(path, args.output, args.suffix, args.ext, loaded.alpha is not None,
                                 loaded.max_value == 65535)
         if osp.abspath(save_path) == osp.abspath(path):
