@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dckd_basicsr.errors import OptionError, report_option_errors
-from dckd_basicsr.infer import Student, input_channels, load_student
+from dckd_basicsr.infer import Student, add_student_arguments, input_channels, load_student
 from dckd_basicsr.padding import padded_forward
 
 FORMATS = ('onnx', 'torchscript', 'spandrel')
@@ -374,9 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         description='Export a trained student to ONNX (dynamic height/width, padding inside the graph), TorchScript or '
         'a spandrel-loadable file, and check the result against PyTorch. Without -opt the network is detected from '
         'the checkpoint.')
-    parser.add_argument('--model', required=True, help='checkpoint, e.g. experiments/<name>/models/net_g_latest.pth')
-    parser.add_argument('-opt', help='option file whose network block builds the network (default: detected)')
-    parser.add_argument('--network', default='network_g', help='network block of -opt (default: network_g)')
+    add_student_arguments(parser)
     parser.add_argument('--to', required=True, choices=FORMATS, help='target format')
     parser.add_argument('-o', '--output', required=True, help='file to write (.onnx, .pt, .pth or .safetensors)')
     parser.add_argument('--size', type=int, default=64,

@@ -361,6 +361,13 @@ def enhance(student: Student, loaded: LoadedImage, tile: int, tile_pad: int, dev
     return img
 
 
+def add_student_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``-opt`` and ``--network``: what :func:`load_student` needs (dckd-infer, dckd-export)."""
+    parser.add_argument('--model', required=True, help='checkpoint, e.g. experiments/<name>/models/net_g_latest.pth')
+    parser.add_argument('-opt', help='option file whose network block builds the network (default: detected)')
+    parser.add_argument('--network', default='network_g', help='network block of -opt (default: network_g)')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='dckd-infer',
@@ -369,9 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         'splits large images.')
     parser.add_argument('-i', '--input', required=True, help='an image or a folder of images')
     parser.add_argument('-o', '--output', required=True, help='output folder')
-    parser.add_argument('--model', required=True, help='checkpoint, e.g. experiments/<name>/models/net_g_latest.pth')
-    parser.add_argument('-opt', help='option file whose network block builds the network (default: detected)')
-    parser.add_argument('--network', default='network_g', help='network block of -opt (default: network_g)')
+    add_student_arguments(parser)
     parser.add_argument('-t', '--tile', type=int, default=0, help='tile size in input pixels; 0: no tiling')
     parser.add_argument('--tile-pad', type=int, default=10, help='context pixels around each tile (default: 10)')
     parser.add_argument('-s', '--outscale', type=float, help='final upsampling scale (Lanczos resize of the output '

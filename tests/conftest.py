@@ -11,13 +11,15 @@ Every test runs on CPU with data generated in a tmp dir; nothing here reads ../s
 - Tests that take more than about 5 s on a 2-core machine are marked ``slow``: ``python -m pytest -q tests -m "not
   slow"`` is the quick run (about a minute); the README's command runs everything.
 """
+import contextlib
 import copy
 import functools
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import cv2
 import numpy as np
@@ -165,6 +167,18 @@ def run(args: List[str], cwd: Path, timeout: int = 300, env: Optional[dict] = No
         raise AssertionError(f'{args} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n'
                              f'--- stderr\n{proc.stderr[-4000:]}')
     return proc
+
+
+@contextlib.contextmanager
+def basicsr_messages() -> Iterator[List[str]]:
+    """The messages BasicSR's logger emits inside the block (it does not propagate to pytest's caplog)."""
+    messages, handler = [], logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger('basicsr').addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logging.getLogger('basicsr').removeHandler(handler)
 
 
 def free_port() -> str:

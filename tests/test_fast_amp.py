@@ -5,13 +5,12 @@ Everything runs on CPU (torch >= 2.3 has fp16 autocast and a GradScaler there; w
 ``amp: fp16`` is one OptionError, checked by :func:`test_fp16_without_support_is_one_clear_message`).
 """
 import copy
-import logging
 
 import pytest
 import torch
 from basicsr.models import build_model
 
-from conftest import batch, dckd_options, kd_options, tiny_network, write_checkpoints
+from conftest import basicsr_messages, batch, dckd_options, kd_options, tiny_network, write_checkpoints
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr import fast as fast_settings
@@ -161,14 +160,8 @@ def test_scaler_overflow_is_not_a_bad_step_but_a_nan_loss_is(tmp_path, files):
         return losses
 
     model.compute_losses = poisoned
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logging.getLogger('basicsr').addHandler(handler)
-    try:
+    with basicsr_messages() as records:
         train(model, (3, ))
-    finally:
-        logging.getLogger('basicsr').removeHandler(handler)
     assert model.nonfinite.in_a_row == 1  # a real NaN still counts
     assert any(record.startswith('iter 3: non-finite loss (l_kd = nan)') for record in records)
     assert model.fast.scaler.get_scale() == 256.0  # the scaler saw no step

@@ -7,14 +7,13 @@ the DCKD encoder's blocks compile the same way (``FastSettings.compile(..., bloc
 benchmarks/bench_step.py).
 """
 import copy
-import logging
 
 import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
-from conftest import batch, kd_options, tiny_network
+from conftest import basicsr_messages, batch, kd_options, tiny_network
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr import fast as fast_settings
@@ -33,19 +32,6 @@ def train(model, iters):
     for current_iter in iters:
         model.feed_data(batch(current_iter))
         model.optimize_parameters(current_iter)
-
-
-class Records:
-    """Messages of BasicSR's logger (it does not propagate to pytest's caplog)."""
-
-    def __enter__(self):
-        self.messages, self.handler = [], logging.Handler()
-        self.handler.emit = lambda record: self.messages.append(record.getMessage())
-        logging.getLogger('basicsr').addHandler(self.handler)
-        return self.messages
-
-    def __exit__(self, *exc):
-        logging.getLogger('basicsr').removeHandler(self.handler)
 
 
 @pytest.mark.slow
@@ -85,7 +71,7 @@ def test_a_compiled_run_trains_validates_saves_and_resumes(tmp_path):
 def test_unavailable_compilation_warns_once_and_trains_uncompiled(tmp_path, monkeypatch):
     monkeypatch.setattr(fast_settings, 'compile_unavailable', lambda device: 'no C++ compiler for inductor (test)')
     exact, _ = kd_model(tmp_path / 'exact')
-    with Records() as messages:
+    with basicsr_messages() as messages:
         model, _ = kd_model(tmp_path / 'compiled', compile=True)
     warnings = [m for m in messages if m.startswith('train.fast.compile')]
     assert warnings == ['train.fast.compile: network_g cannot be compiled (no C++ compiler for inductor (test)); '
@@ -116,7 +102,7 @@ def test_a_compilation_failing_at_the_first_call_falls_back_to_the_plain_forward
     monkeypatch.setattr(torch, 'compile', failing_compile)
     exact, _ = kd_model(tmp_path / 'exact')
     model, _ = kd_model(tmp_path / 'compiled', compile='max-autotune-no-cudagraphs')
-    with Records() as messages:
+    with basicsr_messages() as messages:
         train(model, (1, 2))
     assert len([m for m in messages if m.startswith('train.fast.compile')]) == 1  # one warning for the run
     assert model.net_g._compiled_call_impl is None and model.net_t._compiled_call_impl is None

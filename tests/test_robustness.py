@@ -1,7 +1,6 @@
 """Training that survives: a SIGKILL after a checkpoint and ``--auto_resume`` give the uninterrupted run's weights bit
 for bit; a kill during a save never leaves a file resume would pick; NaN/Inf losses skip the step; bad input stops
 with one message naming the option or file."""
-import logging
 import multiprocessing
 import os
 import signal
@@ -15,8 +14,8 @@ from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 
 import dckd_basicsr  # noqa: F401
-from conftest import (PYTHON, batch, dckd_train_options, in_process, make_pairs, run, save_random_network,
-                      sr_train_options, write_options)
+from conftest import (PYTHON, basicsr_messages, batch, dckd_train_options, in_process, make_pairs, run,
+                      save_random_network, sr_train_options, write_options)
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.option_checks import check_options
 from dckd_basicsr.resume import latest_training_state
@@ -220,18 +219,12 @@ def test_a_failed_save_is_retried_then_logged_not_raised(tmp_path, monkeypatch):
     monkeypatch.setattr(resume, 'atomic_save', flaky)
     monkeypatch.setattr(resume.time, 'sleep', lambda seconds: None)
     model = FakeModel(tmp_path, torch.ones(2))
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logging.getLogger('basicsr').addHandler(handler)  # BasicSR's logger does not propagate to pytest's caplog
-    try:
+    with basicsr_messages() as records:
         BaseModel.save_training_state(model, 0, 3)
         assert failures['left'] == 0 and (tmp_path / 'training_states' / '3.state').is_file()
         assert len(records) == 2 and 'disk hiccup; 2 retries left' in records[0]
         failures['left'] = 3
         BaseModel.save_network(model, model, 'net_g', 3)  # all three tries fail: logged, training goes on
-    finally:
-        logging.getLogger('basicsr').removeHandler(handler)
     assert not (tmp_path / 'models' / 'net_g_3.pth').exists()
     assert records[-1].startswith('Could not save') and 'net_g_3.pth' in records[-1]
 
@@ -271,16 +264,10 @@ def test_nonfinite_loss_skips_the_step_and_stops_after_the_limit(tmp_path, toy_d
         return losses
 
     model.compute_losses = poisoned
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logging.getLogger('basicsr').addHandler(handler)  # BasicSR's logger does not propagate to pytest's caplog
-    try:
+    with basicsr_messages() as records:
         for current_iter in (2, 3):
             model.feed_data(_batch(current_iter))
             model.optimize_parameters(current_iter)
-    finally:
-        logging.getLogger('basicsr').removeHandler(handler)
     after = _snapshot(model)
     for label in before:  # neither the optimizer, nor the EMA, nor the history model moved
         assert all(torch.equal(before[label][k], after[label][k]) for k in before[label]), label

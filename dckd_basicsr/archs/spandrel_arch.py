@@ -36,12 +36,12 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from dckd_basicsr.checkpoints.registry import ConversionError
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.feature_hooks import FAKD_DEPTHS, INPUT_SUFFIX, stage_at
 from dckd_basicsr.options import in_channels
+from dckd_basicsr.padding import pad_bottom_right
 
 AUTOCAST_SUPPORT = {'fp16': 'supports_half', 'bf16': 'supports_bfloat16'}
 
@@ -204,8 +204,7 @@ class SpandrelTeacher(nn.Module):
         height, width = x.shape[-2:]
         pad_w, pad_h = self.size_requirements.get_padding(width, height)
         if pad_w or pad_h:
-            mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+            x = pad_bottom_right(x, pad_h, pad_w)
         else:
             x = x.clone()  # spandrel's RCAN multiplies its input by rgb_range in place
         out = self._call_fn(self.model, x) if self._call_fn is not None else self.model(x)
