@@ -45,7 +45,7 @@ from dckd_basicsr.checkpoints.detect import DetectedNetwork, detect_network
 from dckd_basicsr.checkpoints.registry import ConversionError
 from dckd_basicsr.checkpoints.safe_load import extract_state_dict, load_checkpoint_file
 from dckd_basicsr.errors import OptionError, report_option_errors
-from dckd_basicsr.padding import padded_forward
+from dckd_basicsr.padding import padded_forward, validation_pad_multiple
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 # Extensions cv2 writes 16-bit images to; a 16-bit result asked for another one is written as PNG.
@@ -109,14 +109,6 @@ def read_options(path: str) -> Dict:
     return opt
 
 
-def pad_multiple_of(opt: Dict, network: str = 'network_g') -> int:
-    """Validation's padding multiple: ``val.pad_multiple``, else ``val.window_size``, else the network's
-    ``window_size``, else 1 (as :class:`dckd_basicsr.models.kd_model.KDModel` reads it)."""
-    val_opt = opt.get('val') or {}
-    window = val_opt.get('window_size', (opt.get(network) or {}).get('window_size', 1))
-    return int(val_opt.get('pad_multiple', window))
-
-
 def load_student(model_path: str, opt_path: Optional[str] = None, network: str = 'network_g') -> Student:
     """Build the network and load the checkpoint's weights (``params_ema`` when present, else ``params``).
 
@@ -139,7 +131,7 @@ def load_student(model_path: str, opt_path: Optional[str] = None, network: str =
         net_opt = dict(net_opt)
         net = build_network(dict(net_opt))
         report = load_pretrained(net, model_path, fmt='auto', param_key='params_ema', strict=True, option='--model')
-        student = Student(net, net_opt, pad_multiple_of(opt, network), report['param_key'], f'-opt {opt_path}')
+        student = Student(net, net_opt, validation_pad_multiple(opt, network), report['param_key'], f'-opt {opt_path}')
     else:
         raw = load_checkpoint_file(model_path, option='--model')
         try:

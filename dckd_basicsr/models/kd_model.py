@@ -42,7 +42,7 @@ from dckd_basicsr.invertible_ops import apply_invertible_ops, random_invertible_
 from dckd_basicsr.loss_terms import LossTerm, build_loss_terms
 from dckd_basicsr.nonfinite import NonFiniteSteps, nonfinite_terms
 from dckd_basicsr.options import in_channels, train_option
-from dckd_basicsr.padding import padded_forward
+from dckd_basicsr.padding import padded_forward, validation_pad_multiple
 from dckd_basicsr.random_streams import RandomStreams
 from dckd_basicsr.resume import TrainingState, save_format
 
@@ -114,9 +114,7 @@ class KDModel(TrainingState, RandomStreams, SRModel):
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__(opt)
-        val_opt = opt.get('val') or {}
-        window = val_opt.get('window_size', opt['network_g'].get('window_size', 1))
-        self.pad_multiple = int(val_opt.get('pad_multiple', window))
+        self.pad_multiple = validation_pad_multiple(opt)
 
     # ------------------------------------------------------------------ set-up
     def init_training_settings(self):
