@@ -493,7 +493,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     FAST['autocast'] = args.autocast
     args.methods = [m for m in METHODS if m in set(args.methods) | {'logits KD', 'DCKD exact'}]
     if 'DCKD amp fp16' in args.methods:
-        from dckd_basicsr.fast import fp16_supported
+        from dckd_basicsr.training.fast import fp16_supported
         if not fp16_supported(torch.device(args.device)):
             print(f'DCKD amp fp16: left out, torch {torch.__version__} has no fp16 autocast on {args.device}.')
             args.methods.remove('DCKD amp fp16')

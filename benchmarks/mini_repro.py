@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from dckd_basicsr import demo  # noqa: E402
+from dckd_basicsr.commands import demo  # noqa: E402
 from dckd_basicsr.errors import OptionError, report_option_errors  # noqa: E402
 
 TEACHER_NET = {'type': 'RCAN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_group': 5, 'num_block': 10,

@@ -1,16 +1,17 @@
 """dckd-basicsr: Dynamic Contrastive Knowledge Distillation (AAAI 2025) as a BasicSR plugin.
 
-``import dckd_basicsr`` makes PyPI basicsr 1.4.2 work on current PyTorch (see :mod:`dckd_basicsr.compat`) and
-registers every ``*_arch.py``, ``*_loss.py`` and ``*_model.py`` module of the plugin in BasicSR's registries. The
-import hook installed next to the package (``dckd_basicsr_hook``) does this on the first ``import basicsr``.
+``import dckd_basicsr`` makes PyPI basicsr 1.4.2 work on current PyTorch (see
+:mod:`dckd_basicsr.integration.patches`) and registers every ``*_arch.py``, ``*_loss.py`` and ``*_model.py`` module
+of the plugin in BasicSR's registries. The import hook installed next to the package (``dckd_basicsr_hook``) does
+this on the first ``import basicsr``.
 """
 import importlib
 import os
 from os import path as osp
 
-from dckd_basicsr import compat
+from dckd_basicsr.integration import patches
 
-compat.apply_all()
+patches.apply_all()
 
 __version__ = '0.1.0'
 

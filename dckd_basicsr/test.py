@@ -1,7 +1,7 @@
 """Test with BasicSR's pipeline and the plugin: ``dckd-test -opt X.yml``, ``python -m dckd_basicsr.test -opt X.yml``
 or ``python dckd_basicsr/test.py -opt X.yml``. Benchmark sets whose folders are missing are skipped with a message;
 ``--help`` lists the flags."""
-from dckd_basicsr.entry import run_pipeline
+from dckd_basicsr.integration.entry_points import run_pipeline
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 
 Rows (``METHODS``), each for SwinIR and RCAN at x2, x3 and x4, in ``options/train/<Backbone>/`` as
 ``train_<Backbone>_SRx<scale>_<Method>.yml`` (run name ``<Backbone>_SRx<scale>_<Method>``, which
-``dckd_basicsr.results`` parses), plus one test file per row in ``options/test/<Backbone>/``. Every file of one
+``dckd_basicsr.commands.results`` parses), plus one test file per row in ``options/test/<Backbone>/``. Every file of one
 backbone and scale shares the data, network, schedule, validation and logging blocks (``base_options``); a method
 adds only its own keys (``METHOD_KEYS``). ``train_SwinIR_SRx4_DCKD_authors.yml`` is the authors' file and is not
 generated. Edit this script, not the generated files; ``tests/test_option_files.py`` checks they agree.

@@ -19,7 +19,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from dckd_basicsr.archs.nafnet_arch import LayerNorm2d, LocalAvgPool2d, NAFNet, NAFNetLocal
 from dckd_basicsr.archs.restormer_arch import LayerNorm, Restormer
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.progressive import ProgressivePatchSchedule, attach_progressive_patches
+from dckd_basicsr.training.progressive import ProgressivePatchSchedule, attach_progressive_patches
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""Teacher-loading hooks (dckd_basicsr/checkpoints/, dckd_basicsr/convert.py).
+"""Teacher-loading hooks (dckd_basicsr/checkpoints/, dckd_basicsr/commands/convert.py).
 
 Each test writes a checkpoint in a real published format into a tmp dir, made by renaming the keys of a randomly
 initialised BasicSR network into the official names, loads it through the hooks and compares every tensor with the
@@ -17,7 +17,7 @@ from basicsr.archs.rcan_arch import RCAN
 from basicsr.archs.swinir_arch import SwinIR
 from conftest import arch_args, run, tiny_network, write_options
 
-from dckd_basicsr import convert
+from dckd_basicsr.commands import convert
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
 from dckd_basicsr.checkpoints import (CHECKPOINT_REGISTRY, PickledObject, detection_order, format_report,
                                       load_checkpoint_file, load_pretrained, register_converter)
@@ -567,7 +567,7 @@ def test_convert_command_rcan_official(tmp_path):
     torch.save(to_official_rcan(source), tmp_path / 'RCAN_BIX3.pt')
     out = tmp_path / 'rcan_x3.pth'
     proc = run([
-        sys.executable, '-m', 'dckd_basicsr.convert', '--format', 'rcan_official', 'RCAN_BIX3.pt', 'rcan_x3.pth',
+        sys.executable, '-m', 'dckd_basicsr.commands.convert', '--format', 'rcan_official', 'RCAN_BIX3.pt', 'rcan_x3.pth',
         '--arch', 'RCAN', '--arch-opt', 'num_feat=16', 'num_group=2', 'num_block=3', 'squeeze_factor=4', 'upscale=3'
     ],
                cwd=tmp_path)

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr.degradations import RESIZE_MODES, CopyDraws, NegativeGenerator, gaussian_kernel_1d
-from dckd_basicsr.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
+from dckd_basicsr.distill.negatives import RESIZE_MODES, CopyDraws, NegativeGenerator, gaussian_kernel_1d
+from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.history import HistorySchedule, update_history
+from dckd_basicsr.distill.history import HistorySchedule, update_history
 
 
 class TwoParams(nn.Module):

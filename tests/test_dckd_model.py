@@ -11,7 +11,7 @@ from conftest import arch_args, batch, dckd_options, tiny_network, write_checkpo
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.history import update_history
+from dckd_basicsr.distill.history import update_history
 
 
 @pytest.fixture
@@ -193,7 +193,7 @@ def test_test_mode_needs_only_the_student(tmp_path, files):
 
 
 def test_lcr_target_is_the_teacher_on_transformed_inputs_mapped_back(tmp_path, files):
-    from dckd_basicsr.invertible_ops import apply_invertible_ops, undo_invertible_ops
+    from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, undo_invertible_ops
     model = build_model(dckd_options(tmp_path, files, noisy=dict(prob=1.0)))
     model.feed_data(batch())
     model.run_teacher()

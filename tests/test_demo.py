@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import BIN, run
-from dckd_basicsr import demo
+from dckd_basicsr.commands import demo
 
 
 def _train_line(step: int) -> str:

@@ -1,4 +1,4 @@
-"""dckd-export (dckd_basicsr/export.py): ONNX and TorchScript round trips at sizes other than the export size and no
+"""dckd-export (dckd_basicsr/commands/export.py): ONNX and TorchScript round trips at sizes other than the export size and no
 multiple of the window, spandrel files that spandrel loads and runs like the student, clear errors."""
 import numpy as np
 import pytest
@@ -7,9 +7,9 @@ from basicsr.archs import build_network
 from conftest import BIN, run, tiny_network, write_options
 
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.export import PaddedNetwork, check_sizes, export, export_onnx, main, spandrel_state_dict
-from dckd_basicsr.infer import load_student
-from dckd_basicsr.padding import padded_forward
+from dckd_basicsr.commands.export import PaddedNetwork, check_sizes, export, export_onnx, main, spandrel_state_dict
+from dckd_basicsr.commands.infer import load_student
+from dckd_basicsr.archs.padding import padded_forward
 
 SWINIR = tiny_network('swinir_student', depths=[2])  # window 4, a shifted-window block (attention mask)
 NAFNET = dict(type='NAFNet', img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])

@@ -13,9 +13,9 @@ from basicsr.models import build_model
 from conftest import basicsr_messages, batch, dckd_options, kd_options, tiny_network, write_checkpoints
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr import fast as fast_settings
+from dckd_basicsr.training import fast as fast_settings
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.resume import check_resume
+from dckd_basicsr.training.resume import check_resume
 
 # train.fast.amp against fp32 (documented in README, train.fast): relative difference allowed per loss term, the same
 # weights and inputs, on the tiny DCKD* model of conftest.dckd_options (three batches measured). bf16 keeps 8 bits of

@@ -16,9 +16,9 @@ from basicsr.models import build_model
 from conftest import basicsr_messages, batch, kd_options, tiny_network
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr import fast as fast_settings
+from dckd_basicsr.training import fast as fast_settings
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.resume import check_resume
+from dckd_basicsr.training.resume import check_resume
 
 
 def kd_model(root, **fast):

@@ -4,7 +4,7 @@ Each fixture holds a step of the authors' ``DCKDModel`` on tiny networks with de
 (LCR masks, per-copy blur/resize/noise choices), the negatives, the loss terms, the student's gradients and the
 student and history weights after the step (the history update reads the EMA weights, so those are covered too).
 Our ``DCKDModel`` is built from the same options through BasicSR's ``build_model``, replays those draws (through
-:meth:`NegativeGenerator.apply` and the LCR masks of :mod:`dckd_basicsr.invertible_ops`) and must agree: loss terms
+:meth:`NegativeGenerator.apply` and the LCR masks of :mod:`dckd_basicsr.distill.invertible_ops`) and must agree: loss terms
 within 1e-5 relative, tensors within 1e-5 relative plus a small fraction of each tensor's largest entry (see RTOL).
 """
 import copy
@@ -18,7 +18,7 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr.degradations import CopyDraws
+from dckd_basicsr.distill.negatives import CopyDraws
 
 GOLDEN = Path(__file__).resolve().parent / 'data' / 'golden'
 FIXTURES = sorted(GOLDEN.glob('dckd_*.pt'))

@@ -14,7 +14,7 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr.invertible_ops import apply_invertible_ops
+from dckd_basicsr.distill.invertible_ops import apply_invertible_ops
 from dckd_basicsr.models import dukd_model
 
 DATA = osp.join(osp.dirname(osp.abspath(__file__)), 'data', 'golden')

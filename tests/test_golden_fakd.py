@@ -17,7 +17,7 @@ from conftest import load_option_file
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.checkpoints import load_pretrained
-from dckd_basicsr.feature_hooks import FeatureRecorder
+from dckd_basicsr.distill.feature_taps import FeatureRecorder
 from dckd_basicsr.losses.fakd_loss import spatial_affinity
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

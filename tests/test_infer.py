@@ -1,4 +1,4 @@
-"""dckd-infer and the network detection behind it (dckd_basicsr/infer.py, dckd_basicsr/checkpoints/detect.py).
+"""dckd-infer and the network detection behind it (dckd_basicsr/commands/infer.py, dckd_basicsr/checkpoints/detect.py).
 
 Checkpoints are tiny BasicSR ``net_g`` files written here; detection must rebuild each network so that the weights
 load strictly and the output is bit-identical to the original network's.
@@ -13,7 +13,7 @@ from conftest import BIN, run, tiny_network, write_options
 
 from dckd_basicsr.checkpoints.detect import detect_network
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.infer import check_dtype, load_student, main, output_path, restore
+from dckd_basicsr.commands.infer import check_dtype, load_student, main, output_path, restore
 
 NAFNET = dict(type='NAFNet', img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])
 RESTORMER = dict(type='Restormer', dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 2, 4],

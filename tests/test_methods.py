@@ -16,12 +16,12 @@ from conftest import (REPO, batch, generator_module, in_process, kd_options, loa
                       save_random_network, tiny_network)
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr.invertible_ops import INVERTIBLE_OPS, apply_invertible_ops, undo_invertible_ops
+from dckd_basicsr.distill.invertible_ops import INVERTIBLE_OPS, apply_invertible_ops, undo_invertible_ops
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.feature_hooks import FeatureRecorder, default_feature_layers, stage_at
+from dckd_basicsr.distill.feature_taps import FeatureRecorder, default_feature_layers, stage_at
 from dckd_basicsr.losses.fakd_loss import FAKDLoss, spatial_affinity
-from dckd_basicsr.padding import padded_forward
-from dckd_basicsr.upcycling import matlab_bicubic_downscale, random_grid_positions, zoom_in_tiles
+from dckd_basicsr.archs.padding import padded_forward
+from dckd_basicsr.distill.upcycling import matlab_bicubic_downscale, random_grid_positions, zoom_in_tiles
 
 # ---------------------------------------------------------------- FAKD loss and hooks
 def test_fakd_loss_hand_computed():

@@ -12,9 +12,9 @@ from conftest import REPO, TABLE1, count_built, flatten, generator_module, load_
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.option_checks import check_option_types
-from dckd_basicsr.progressive import ProgressivePatchSchedule
-from dckd_basicsr.results import labels_from_name, labels_from_options
+from dckd_basicsr.integration.option_checks import check_option_types
+from dckd_basicsr.training.progressive import ProgressivePatchSchedule
+from dckd_basicsr.commands.results import labels_from_name, labels_from_options
 
 ALL_FILES = sorted(glob.glob(osp.join(REPO, 'options', '**', '*.yml'), recursive=True))
 SR_METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar', 'DCKDEq9')
@@ -103,7 +103,7 @@ def test_methods_of_a_group_differ_only_in_their_keys(backbone, scale):
     assert (rows['DCKD']['train.ce_opt.type'], rows['DCKDEq9']['train.ce_opt.type']) == ('CELoss',
                                                                                          'DistributionMappingLoss')
     assert _changed(rows['DCKD'], rows['DCKDEq9']) == {'train.ce_opt.type', 'train.ce_opt.reduction'}
-    # names are what dckd_basicsr.results parses, and the loss blocks say the same
+    # names are what dckd_basicsr.commands.results parses, and the loss blocks say the same
     for method, row in rows.items():
         assert row['name'] == f'{backbone}_SRx{scale}_{method}'
         labels = labels_from_name(row['name'])
@@ -242,7 +242,7 @@ def _authors_options(**train_updates):
 @pytest.mark.parametrize('block,key', [('cl_opt', 'reduction'), ('cl_opt', 'weigths'), ('ce_opt', 'temperature'),
                                        ('pixel_opt', 'loss_weigth')])
 def test_an_option_key_the_type_does_not_have_is_an_error_naming_it(block, key):
-    from dckd_basicsr.option_checks import check_option_keys
+    from dckd_basicsr.integration.option_checks import check_option_keys
     opt = _authors_options()
     opt['train'][block][key] = 'sum'
     with pytest.raises(OptionError, match=rf'^train\.{block}\.{key}: \w+ has no option {key!r}; it accepts '):
@@ -251,7 +251,7 @@ def test_an_option_key_the_type_does_not_have_is_an_error_naming_it(block, key):
 
 def test_keys_a_model_reads_from_a_loss_block_come_from_its_loss_table():
     """FAKD's layer names are read by KDModel (LOSS_TERMS' model_keys), not by FAKDLoss: accepted there only."""
-    from dckd_basicsr.option_checks import check_option_keys
+    from dckd_basicsr.integration.option_checks import check_option_keys
     opt = load_option_file(osp.join(REPO, 'options/train/RCAN/train_RCAN_SRx4_FAKD.yml'))
     opt['train']['fakd_opt'].update(student_layers=['body.2'], teacher_layers=['body.6'])
     check_option_keys(opt)
@@ -266,7 +266,7 @@ def test_keys_a_model_reads_from_a_loss_block_come_from_its_loss_table():
 
 def test_the_reference_types_keys_are_accepted_and_unhonourable_values_refused():
     from basicsr.losses import build_loss
-    from dckd_basicsr.option_checks import check_option_keys
+    from dckd_basicsr.integration.option_checks import check_option_keys
     opt = _authors_options()
     # taming's full ddconfig (decoder-only keys included) and the authors' `reduction: mean` of CELoss
     opt['network_vqgan']['ddconfig'].update(give_pre_end=False, resamp_with_conv=True)
@@ -284,7 +284,7 @@ def test_the_reference_types_keys_are_accepted_and_unhonourable_values_refused()
 
 # ---------------------------------------------------------------- the demo's templates (options/demo)
 def test_demo_templates_differ_only_in_the_method_keys():
-    from dckd_basicsr import demo
+    from dckd_basicsr.commands import demo
     scratch, logits, dckd = (demo.load_template(f'student_{m}') for m in demo.METHODS)
     for opt in (scratch, logits, dckd):
         opt.pop('name')

@@ -9,9 +9,10 @@ import pytest
 from conftest import PYTHON, REPO, run
 
 import dckd_basicsr  # noqa: F401  (registers the plugin; the tests below check what that did)
-from dckd_basicsr import compat, resume
+from dckd_basicsr.integration import patches as compat
+from dckd_basicsr.training import resume
 from dckd_basicsr.errors import OptionError, UnknownTypeError
-from dckd_basicsr.option_checks import registered_plugin_names
+from dckd_basicsr.integration.option_checks import registered_plugin_names
 
 REGISTRIES = {'archs': ('ARCH_REGISTRY', '_arch.py'), 'losses': ('LOSS_REGISTRY', '_loss.py'),
               'models': ('MODEL_REGISTRY', '_model.py')}
@@ -65,7 +66,7 @@ def _assert_registered(report):
     for registry_name, name in declared_plugin_names():
         key = {'ARCH_REGISTRY': 'archs', 'LOSS_REGISTRY': 'losses', 'MODEL_REGISTRY': 'models'}[registry_name]
         assert name in report[key]
-    assert report['resume_patched'] == 'dckd_basicsr.resume'
+    assert report['resume_patched'] == 'dckd_basicsr.training.resume'
 
 
 @pytest.mark.slow
@@ -95,7 +96,7 @@ def test_regular_non_editable_install_ships_and_runs_the_hook(tmp_path):
     wheel = next(wheel_dir.glob('dckd_basicsr-*.whl'))
     names = zipfile.ZipFile(wheel).namelist()
     assert 'dckd_basicsr_hook.pth' in names and 'dckd_basicsr_hook.py' in names
-    assert {'dckd_basicsr/compat.py', 'dckd_basicsr/resume.py', 'dckd_basicsr/entry.py'} <= set(names)
+    assert {'dckd_basicsr/integration/patches.py', 'dckd_basicsr/training/resume.py', 'dckd_basicsr/integration/entry_points.py'} <= set(names)
 
     target = tmp_path / 'site'
     run([PYTHON, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(target), str(wheel)], cwd=tmp_path)
@@ -133,7 +134,7 @@ def test_registry_error_lists_registered_names_and_close_matches():
 def test_registry_error_where_no_option_check_runs():
     """dckd-convert builds its target from --arch (or an option file it reads itself) without parse_options, so only
     the patched Registry.get turns a typo into an OptionError that it prints without a traceback."""
-    from dckd_basicsr.convert import build_target
+    from dckd_basicsr.commands.convert import build_target
     with pytest.raises(UnknownTypeError, match="no arch named 'RCANN' is registered.\nDid you mean: RCAN"):
         build_target({'type': 'RCANN'})
 

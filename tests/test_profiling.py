@@ -1,4 +1,4 @@
-"""dckd-profile (dckd_basicsr/profiling.py): parameter counts checked against hand counts, FLOPs of one convolution
+"""dckd-profile (dckd_basicsr/commands/profile.py): parameter counts checked against hand counts, FLOPs of one convolution
 against the formula, the markdown table with its teacher/student ratios, skipped teachers, grouped option files."""
 import re
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import BIN, run, tiny_network, write_options
 
-from dckd_basicsr import profiling
-from dckd_basicsr.profiling import main, measure, measure_module
+from dckd_basicsr.commands import profile as profiling
+from dckd_basicsr.commands.profile import main, measure, measure_module
 
 # MSRResNet, x2, 3x3 convs k*k*cin*cout + cout: conv_first 3->f, 2 convs f->f per block, upconv1 f->4f, conv_hr f->f,
 # conv_last f->3.

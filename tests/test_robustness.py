@@ -17,8 +17,8 @@ import dckd_basicsr  # noqa: F401
 from conftest import (PYTHON, basicsr_messages, batch, dckd_train_options, in_process, make_pairs, run,
                       save_random_network, sr_train_options, write_options)
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.option_checks import check_options
-from dckd_basicsr.resume import latest_training_state
+from dckd_basicsr.integration.option_checks import check_options
+from dckd_basicsr.training.resume import latest_training_state
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. Kill after a checkpoint, resume, compare with the uninterrupted run
@@ -204,7 +204,7 @@ def test_auto_resume_skips_temporaries_and_foreign_names(tmp_path):
 def test_a_failed_save_is_retried_then_logged_not_raised(tmp_path, monkeypatch):
     """BaseModel's saves go through resume.save_atomically: an OSError is retried (up to 3 tries, as BasicSR does);
     after the last one training continues without the file."""
-    from dckd_basicsr import resume
+    from dckd_basicsr.training import resume
     (tmp_path / 'models').mkdir()
     (tmp_path / 'training_states').mkdir()
     failures = {'left': 2}

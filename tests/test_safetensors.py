@@ -15,7 +15,7 @@ from conftest import batch, dckd_options, tiny_network, write_checkpoints
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.checkpoints.safe_load import load_checkpoint_file, read_safetensors
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.resume import check_resume
+from dckd_basicsr.training.resume import check_resume
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import dckd_basicsr  # noqa: F401
 from dckd_basicsr.archs.spandrel_arch import SpandrelTeacher
 from dckd_basicsr.checkpoints import load_pretrained
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.feature_hooks import FeatureRecorder
+from dckd_basicsr.distill.feature_taps import FeatureRecorder
 
 FAMILIES = {
     # spandrel id: (its arch class and tiny options, file name, wrapper: None raw, 'safetensors', or the BasicSR key)

@@ -21,13 +21,13 @@ support) with ``scale``, ``network_g`` and ``train.fast.autocast``; KDModel's dr
 
 Forward, as spandrel's own consumers do (its ``ImageModelDescriptor.__call__``): the input is padded at the bottom
 and right to the architecture's ``size_requirements`` (minimum size, multiple; reflect padding, replicate where the
-padding is as large as the image, the rule of :mod:`dckd_basicsr.padding`), the network runs with the architecture's
+padding is as large as the image, the rule of :mod:`dckd_basicsr.archs.padding`), the network runs with the architecture's
 calling convention, and the output is cropped back to ``scale`` times the input size. Unlike that ``__call__``, the
 output is not clamped to [0, 1] (a BasicSR teacher's is not either), no ``inference_mode`` is entered (the model runs
 the teacher under ``torch.no_grad()``), and the input is copied first, since some spandrel archs (RCAN) scale their
 input in place.
 
-Module names (FAKD's ``train.fakd_opt.teacher_layers``, :mod:`dckd_basicsr.feature_hooks`) are those of the loaded
+Module names (FAKD's ``train.fakd_opt.teacher_layers``, :mod:`dckd_basicsr.distill.feature_taps`) are those of the loaded
 network itself, i.e. of the checkpoint's keys: ``body.2`` of an official RCAN, ``layers.1`` of SwinIR; its state dict
 is under ``model.`` in this wrapper.
 """
@@ -39,9 +39,9 @@ from torch import Tensor, nn
 
 from dckd_basicsr.checkpoints.registry import ConversionError
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.feature_hooks import FAKD_DEPTHS, INPUT_SUFFIX, stage_at
+from dckd_basicsr.distill.feature_taps import FAKD_DEPTHS, INPUT_SUFFIX, stage_at
 from dckd_basicsr.options import in_channels
-from dckd_basicsr.padding import pad_bottom_right
+from dckd_basicsr.archs.padding import pad_bottom_right
 
 AUTOCAST_SUPPORT = {'fp16': 'supports_half', 'bf16': 'supports_bfloat16'}
 
@@ -177,7 +177,7 @@ class SpandrelTeacher(nn.Module):
         return self.model
 
     def default_feature_layers(self) -> Optional[List[str]]:
-        """FAKD's default taps (:func:`dckd_basicsr.feature_hooks.default_feature_layers`' rule) for the spandrel
+        """FAKD's default taps (:func:`dckd_basicsr.distill.feature_taps.default_feature_layers`' rule) for the spandrel
         networks whose stages we know: RCAN (``body.<g>`` groups, the body's end = ``tail:input``) and SwinIR
         (``layers.<i>``, the body's end = the input of its upsampler or of ``conv_last``); None otherwise."""
         params = self.hyperparameters

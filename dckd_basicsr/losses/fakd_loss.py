@@ -10,7 +10,7 @@ weight of the ``SA`` term. The teacher's maps carry no gradient; the student's d
 
 The authors' defaults (``code/option.py``; ``code/scripts/train_rcan_SA_x{2,3,4,8}.sh``, README):
 ``--feature_distilation_type 10*SA`` (weight 10), ``--features [1,2,3]`` (three maps, see
-:mod:`dckd_basicsr.feature_hooks`; only their x3 script passes ``[2,3]``, dropping the first, which we do not
+:mod:`dckd_basicsr.distill.feature_taps`; only their x3 script passes ``[2,3]``, dropping the first, which we do not
 follow: our files use the default at every scale) and ``--alpha 0.5``, so that (``code/loss.py``)
 ``L = (1 - alpha) * L1(S, GT) + alpha * L1(S, T) + 10 * sum_i L1(A(S_i), A(T_i))``. Their images are in [0, 255]
 (``--rgb_range 255``), ours in [0, 1]: the two L1 image terms are 255 times ours while the affinities do not
@@ -26,7 +26,7 @@ from epoch 150 on (``--decay 150-300-450-600``, ``--gamma 0.5``, stepped at each
 rotations, no EMA.
 
 The layers are chosen by the model (``train.fakd_opt.student_layers`` / ``teacher_layers``, defaults in
-:mod:`dckd_basicsr.feature_hooks`); this module only computes the loss on the recorded maps.
+:mod:`dckd_basicsr.distill.feature_taps`); this module only computes the loss on the recorded maps.
 """
 from typing import Sequence
 

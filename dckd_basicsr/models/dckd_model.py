@@ -6,8 +6,8 @@
 "DMM only", "DCKD" and "DCKD*" are plain option files.
 
 * DCR (``cl_opt``, Eq. 5): anchor = student output, positive = teacher output, negatives = the LQ input and
-  ``num_neg`` degraded copies (:class:`~dckd_basicsr.degradations.NegativeGenerator`) restored by the history model
-  (:mod:`dckd_basicsr.history`), all compared in the frozen VQGAN encoder's multi-level features.
+  ``num_neg`` degraded copies (:class:`~dckd_basicsr.distill.negatives.NegativeGenerator`) restored by the history model
+  (:mod:`dckd_basicsr.distill.history`), all compared in the frozen VQGAN encoder's multi-level features.
 * DMM (``ce_opt``, Eqs. 8-9): teacher and student code distributions over the VQGAN codebook.
 
 Every sample goes through the encoder once per step: the student output with gradient (taps and code logits from one
@@ -20,7 +20,7 @@ The student output's pass keeps only the GroupNorm inputs of the frozen encoder 
 ``train.fast.autocast`` (``bf16``/``fp16``) and ``train.fast.channels_last`` apply to the teacher, the history model
 and the encoder; the losses and the code logits stay in fp32. ``train.fast.amp`` adds the student's forward pass and
 the loss computation (the code logits stay fp32); ``train.fast.compile`` compiles the history model and the
-encoder's residual, attention and downsampling blocks besides the student and the teacher (:mod:`dckd_basicsr.fast`).
+encoder's residual, attention and downsampling blocks besides the student and the teacher (:mod:`dckd_basicsr.training.fast`).
 """
 from collections import OrderedDict
 from typing import List, Optional, Tuple
@@ -32,11 +32,11 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
 from dckd_basicsr.archs.vqgan_arch import AttnBlock, Downsample, ResnetBlock
-from dckd_basicsr.degradations import NegativeGenerator
+from dckd_basicsr.distill.negatives import NegativeGenerator
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.fast import freeze
-from dckd_basicsr.history import HistorySchedule, update_history
-from dckd_basicsr.loss_terms import LossTerm
+from dckd_basicsr.training.fast import freeze
+from dckd_basicsr.distill.history import HistorySchedule, update_history
+from dckd_basicsr.distill.loss_terms import LossTerm
 from dckd_basicsr.losses.dcl_loss import NegativeDistances
 from dckd_basicsr.models.kd_model import KDModel, load_pretrained_network
 from dckd_basicsr.options import train_option

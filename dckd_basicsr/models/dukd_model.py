@@ -2,12 +2,12 @@
 Super-Resolution", 2023), as the authors' code trains it: two optimizer steps per iteration.
 
 1. ``l_pix = L_rec(S(x), y)`` and ``l_kd = L_kd(S(x), T(x))`` (the KD base's terms), backward, optimizer step.
-2. Data upcycling (:mod:`dckd_basicsr.upcycling`), backward, optimizer step:
+2. Data upcycling (:mod:`dckd_basicsr.distill.upcycling`), backward, optimizer step:
 
    * ``l_zoom_in = L_kd(S(t), T(t))`` on zoom-in tiles ``t``: ``n_gt_sub`` LQ-sized cells of the ``scale x scale``
      grid of the GT patch, the same cells for the whole batch. With ``train.noisy`` given, label consistency: per tile
      and per op with probability ``noisy.prob`` the *student's* input is colour-inverted, flipped (H, then W) and/or
-     transposed, and its output mapped back by the inverse ops (:mod:`dckd_basicsr.invertible_ops`); the teacher
+     transposed, and its output mapped back by the inverse ops (:mod:`dckd_basicsr.distill.invertible_ops`); the teacher
      sees the clean tile;
    * with ``dukd_opt.zoom_out``: the LQ downscaled by MATLAB bicubic ``imresize(x, 1 / scale)``, ``x_down``:
      ``l_zoom_out_pix = L_rec(S(x_down), x)`` and ``l_zoom_out_kd = L_kd(S(x_down), T(x_down))``.
@@ -30,7 +30,7 @@ Deliberate differences from the authors' code, each a defect there:
 * the teacher: theirs is wrapped in DDP, left in train mode (SwinIR's stochastic depth stays active, so its labels
   are noisy) and keeps ``requires_grad``; here it is frozen (eval, no gradients, never in DDP), as in the KD base;
 * a zoom-out input whose size is no multiple of SwinIR's window (12x12 at x4) crashes their code; here it is
-  padded and cropped back (:func:`~dckd_basicsr.padding.padded_forward`).
+  padded and cropped back (:func:`~dckd_basicsr.archs.padding.padded_forward`).
 
 Also ours: both steps skip their optimizer update when one of their terms is NaN/Inf (a skipped step 1's gradients
 are dropped before step 2); under ``train.fast.amp`` both steps run under autocast, and with ``fp16`` each step goes
@@ -47,11 +47,11 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
+from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.models.kd_model import KDModel
 from dckd_basicsr.options import train_option
-from dckd_basicsr.padding import padded_forward
-from dckd_basicsr.upcycling import matlab_bicubic_downscale, random_grid_positions, zoom_in_tiles
+from dckd_basicsr.archs.padding import padded_forward
+from dckd_basicsr.distill.upcycling import matlab_bicubic_downscale, random_grid_positions, zoom_in_tiles
 
 DUKD_OPT_KEYS = ('n_gt_sub', 'zoom_out', 'zero_grad_between_steps')
 
@@ -95,7 +95,7 @@ class DUKDModel(KDModel):
         return random_grid_positions(int(self.opt['scale']), self.n_gt_sub)
 
     def draw_label_masks(self, tiles: Tensor) -> Dict[str, Tensor]:
-        """Per-tile masks of the label-consistency ops (:data:`~dckd_basicsr.invertible_ops.INVERTIBLE_OPS`)."""
+        """Per-tile masks of the label-consistency ops (:data:`~dckd_basicsr.distill.invertible_ops.INVERTIBLE_OPS`)."""
         return random_invertible_ops(tiles, self.zoom_in_prob)
 
     # ------------------------------------------------------------------ training step

@@ -11,17 +11,17 @@ Options (besides ``SRModel``'s):
   ``network_t: {type: SpandrelTeacher}`` builds the teacher from its file with spandrel, no architecture options
   (:mod:`dckd_basicsr.archs.spandrel_arch`);
 * the terms of :data:`KDModel.LOSS_TERMS`: ``train.pixel_opt``, ``train.logits_opt`` (alias ``kd_opt``),
-  ``train.lcr_opt`` with ``train.noisy.prob`` (default 0.5), ``train.fakd_opt`` (:mod:`dckd_basicsr.feature_hooks`);
-* ``train.fast`` (:mod:`dckd_basicsr.fast`: ``amp``, ``autocast``, ``channels_last``, ``compile``,
-  ``compile_strict``), ``train.max_nonfinite_steps`` (:mod:`dckd_basicsr.nonfinite`);
+  ``train.lcr_opt`` with ``train.noisy.prob`` (default 0.5), ``train.fakd_opt`` (:mod:`dckd_basicsr.distill.feature_taps`);
+* ``train.fast`` (:mod:`dckd_basicsr.training.fast`: ``amp``, ``autocast``, ``channels_last``, ``compile``,
+  ``compile_strict``), ``train.max_nonfinite_steps`` (:mod:`dckd_basicsr.training.nonfinite`);
 * ``val.pad_multiple`` (the authors' ``val.window_size`` is read as the same): validation/test inputs are padded to a
   multiple of it, default ``network_g.window_size`` (SwinIR) or 1, and the output is cropped back
-  (:mod:`dckd_basicsr.padding`).
+  (:mod:`dckd_basicsr.archs.padding`).
 
-Where the rest lives: frozen networks and ``train.fast`` in :mod:`dckd_basicsr.fast`, the model's random stream in
-:mod:`dckd_basicsr.random_streams`, saving and resuming in :mod:`dckd_basicsr.resume`, NaN/Inf steps in
-:mod:`dckd_basicsr.nonfinite`, FAKD's feature taps in :mod:`dckd_basicsr.feature_hooks`, the label-consistency ops in
-:mod:`dckd_basicsr.invertible_ops`. DUKD's upcycling, a second optimizer step, is
+Where the rest lives: frozen networks and ``train.fast`` in :mod:`dckd_basicsr.training.fast`, the model's random stream in
+:mod:`dckd_basicsr.training.random_streams`, saving and resuming in :mod:`dckd_basicsr.training.resume`, NaN/Inf steps in
+:mod:`dckd_basicsr.training.nonfinite`, FAKD's feature taps in :mod:`dckd_basicsr.distill.feature_taps`, the label-consistency ops in
+:mod:`dckd_basicsr.distill.invertible_ops`. DUKD's upcycling, a second optimizer step, is
 :class:`~dckd_basicsr.models.dukd_model.DUKDModel`; the former one-step keys ``train.zoom_in_opt``, ``zoom_out_opt``
 and ``zoom_out_lq_opt`` are an error naming it.
 """
@@ -36,15 +36,15 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.feature_hooks import FeaturePairs
-from dckd_basicsr.fast import FastSettings, freeze
-from dckd_basicsr.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
-from dckd_basicsr.loss_terms import LossTerm, build_loss_terms
-from dckd_basicsr.nonfinite import NonFiniteSteps, nonfinite_terms
+from dckd_basicsr.distill.feature_taps import FeaturePairs
+from dckd_basicsr.training.fast import FastSettings, freeze
+from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
+from dckd_basicsr.distill.loss_terms import LossTerm, build_loss_terms
+from dckd_basicsr.training.nonfinite import NonFiniteSteps, nonfinite_terms
 from dckd_basicsr.options import in_channels, train_option
-from dckd_basicsr.padding import padded_forward, validation_pad_multiple
-from dckd_basicsr.random_streams import RandomStreams
-from dckd_basicsr.resume import TrainingState, save_format
+from dckd_basicsr.archs.padding import padded_forward, validation_pad_multiple
+from dckd_basicsr.training.random_streams import RandomStreams
+from dckd_basicsr.training.resume import TrainingState, save_format
 
 # Side of the dry-run input that checks the teacher: cheap for a full-size teacher, a multiple of SwinIR's window
 # and of Restormer's 8.
@@ -238,7 +238,7 @@ class KDModel(TrainingState, RandomStreams, SRModel):
 
     def optimize_parameters(self, current_iter: int) -> None:
         """One step on the sum of the terms of Eq. 10. A step where a term is NaN or infinite updates nothing (no
-        optimizer step, no EMA, no history update; :mod:`dckd_basicsr.nonfinite`).
+        optimizer step, no EMA, no history update; :mod:`dckd_basicsr.training.nonfinite`).
 
         The backward pass runs before the finiteness check, whose result the host must wait for: on a GPU the
         backward kernels are then already queued while it waits, and under DDP every rank runs the same gradient

@@ -21,7 +21,7 @@ For each configuration it builds tiny BasicSR RCAN or SwinIR students and teache
 the authors' ``DUKD.optimize_parameters`` for one iteration, recording:
 
 * the random draws: the zoom-in tile permutation and the label-consistency masks (``np.random`` of their module is
-  wrapped), stored as grid cells and as masks named like :data:`dckd_basicsr.invertible_ops.INVERTIBLE_OPS`
+  wrapped), stored as grid cells and as masks named like :data:`dckd_basicsr.distill.invertible_ops.INVERTIBLE_OPS`
   (their op ``h`` flips dim -2, our ``vflip``; their ``v`` flips dim -1, our ``hflip``);
 * every loss term in call order (``cri_pix`` and ``cri_kd`` are wrapped; their code does not log ``l_zoom_in``);
 * the student's gradients at each of the two optimizer steps (``optimizer_g.step`` is wrapped);

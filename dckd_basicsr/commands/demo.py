@@ -54,8 +54,8 @@ VALIDATIONS = 4
 
 def options_dir() -> str:
     """``options/demo`` of the source tree, or the copy installed with the package (non-editable installs)."""
-    here = osp.dirname(osp.abspath(__file__))
-    for candidate in (osp.join(osp.dirname(here), 'options', 'demo'), osp.join(here, 'demo_options')):
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    for candidate in (osp.join(osp.dirname(package), 'options', 'demo'), osp.join(package, 'demo_options')):
         if osp.isdir(candidate):
             return candidate
     raise OptionError('options/demo not found: reinstall dckd-basicsr (pip install -e .) from its source tree.')
@@ -200,7 +200,7 @@ def train_run(opt: dict, root: str, report_dir: str, label: str) -> str:
         with open(log_path) as f:
             tail = ''.join(f.readlines()[-25:])
         raise RuntimeError(f'training {name} failed (exit {code}); its output is in {log_path}:\n{tail}')
-    from dckd_basicsr.results import run_logs
+    from dckd_basicsr.commands.results import run_logs
     logs = run_logs(experiment)
     if logs:
         say(f'[demo] {label}: BasicSR log {logs[-1]}')
@@ -210,7 +210,7 @@ def train_run(opt: dict, root: str, report_dir: str, label: str) -> str:
 def read_validation_curves(experiment: str) -> List[tuple]:
     """``[(iter, PSNR), ...]`` of a run's validations, from its BasicSR logs (oldest first; a later validation at the
     same iteration, such as BasicSR's final one, replaces the earlier)."""
-    from dckd_basicsr.results import parse_log, run_logs
+    from dckd_basicsr.commands.results import parse_log, run_logs
     points: Dict[int, float] = {}
     for log_path in run_logs(experiment):
         with open(log_path) as f:

@@ -4,7 +4,7 @@ Everything random in a training step (DCKD's negatives, label-consistency masks,
 the global torch generators while :meth:`RandomStreams.model_random_stream` has swapped them for the model's own
 stream, seeded from ``manual_seed`` (and the rank); the global stream the data pipeline uses is left untouched. The
 stream of every rank and the Python/NumPy global states (crops and flips drawn in the main process) go into the
-training state (:mod:`dckd_basicsr.resume`) and come back on resume. Validation leaves every global state as it
+training state (:mod:`dckd_basicsr.training.resume`) and come back on resume. Validation leaves every global state as it
 found it, so it cannot shift the training data.
 """
 import contextlib

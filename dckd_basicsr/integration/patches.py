@@ -2,8 +2,8 @@
 
 Each ``patch_<name>`` replaces the BasicSR function ``<name>`` (its docstring names it and the failure it fixes).
 The replacements that belong to a concept of their own live with it and are only installed here: resuming and
-atomic checkpoint writes in :mod:`dckd_basicsr.resume`, the ``python -m basicsr.train`` / ``basicsr/train.py``
-entry points in :mod:`dckd_basicsr.entry`. ``import dckd_basicsr`` calls :func:`apply_all` first. BasicSR and
+atomic checkpoint writes in :mod:`dckd_basicsr.training.resume`, the ``python -m basicsr.train`` / ``basicsr/train.py``
+entry points in :mod:`dckd_basicsr.integration.entry_points`. ``import dckd_basicsr`` calls :func:`apply_all` first. BasicSR and
 those two modules are imported inside the functions, because the torchvision alias must be in place before
 ``basicsr`` is imported at all.
 """
@@ -13,7 +13,7 @@ from os import path as osp
 from typing import Any, Dict, Optional
 
 from dckd_basicsr.errors import OptionError, UnknownTypeError
-from dckd_basicsr.option_checks import check_options, registered_plugin_names
+from dckd_basicsr.integration.option_checks import check_options, registered_plugin_names
 
 
 def alias_torchvision_functional_tensor() -> None:
@@ -41,7 +41,7 @@ def patch_registry_get() -> None:
     :class:`UnknownTypeError` (a ``KeyError`` and an :class:`OptionError`) listing the registered names, the plugin's
     first, with close matches for typos.
 
-    Not redundant with :func:`dckd_basicsr.option_checks.check_option_types`, which covers only option files that
+    Not redundant with :func:`dckd_basicsr.integration.option_checks.check_option_types`, which covers only option files that
     go through ``parse_options`` (the train and test entry points). Names reach ``Registry.get`` without it from
     ``dckd-convert --arch X`` and ``dckd-convert -opt X.yml --network KEY`` (an option file read directly), and from
     user code calling ``build_network`` / ``build_loss`` / ``build_model`` (or a model built in-process, as the
@@ -96,25 +96,25 @@ def patch_parse_options() -> None:
     basicsr.train`` derives from basicsr's own install location, so runs land inside site-packages; it also ignores
     ``path.experiments_root`` / ``path.results_root``. Ours puts them under the current working directory, or under
     those two options when given (as parent folders, like BasicSR master), always as absolute paths. It also runs
-    :func:`dckd_basicsr.option_checks.check_options`, so mistakes fail before anything is built or any folder is
-    created, with the option key in the message (every missing file at once: :mod:`dckd_basicsr.preflight`), and,
+    :func:`dckd_basicsr.integration.option_checks.check_options`, so mistakes fail before anything is built or any folder is
+    created, with the option key in the message (every missing file at once: :mod:`dckd_basicsr.integration.preflight`), and,
     being the first call of ``train_pipeline``, points a BasicSR clone's ``python basicsr/train.py`` at the patched
-    functions (:func:`dckd_basicsr.entry.adopt_script_functions`).
+    functions (:func:`dckd_basicsr.integration.entry_points.adopt_script_functions`).
 
-    The command line is parsed by the entry point's own parser (:func:`dckd_basicsr.entry.parse_command_line`:
+    The command line is parsed by the entry point's own parser (:func:`dckd_basicsr.integration.entry_points.parse_command_line`:
     descriptions, ``--smoke`` / ``--stand-in``, no ``--auto_resume`` for tests), then BasicSR's parser reads its own
     flags. ``--force_yml datasets:<phase>=~`` drops that dataset (BasicSR's parser would fail with a ``TypeError``);
     test sets whose folders are missing are skipped with a message; ``num_worker_per_gpu`` is capped at the CPUs
-    this process may use; ``--smoke`` shrinks the run (:mod:`dckd_basicsr.smoke`).
+    this process may use; ``--smoke`` shrinks the run (:mod:`dckd_basicsr.integration.smoke`).
     """
     import basicsr.test
     import basicsr.train
     from basicsr.utils import options
-    from dckd_basicsr import smoke
-    from dckd_basicsr.entry import (adopt_script_functions, basicsr_argv, drop_datasets, parse_command_line,
+    from dckd_basicsr.integration import smoke
+    from dckd_basicsr.integration.entry_points import (adopt_script_functions, basicsr_argv, drop_datasets, parse_command_line,
                                     split_force_yml)
-    from dckd_basicsr.option_checks import cap_workers
-    from dckd_basicsr.preflight import skip_missing_test_sets
+    from dckd_basicsr.integration.option_checks import cap_workers
+    from dckd_basicsr.integration.preflight import skip_missing_test_sets
 
     original = options.parse_options
 
@@ -156,13 +156,13 @@ def patch_load_resume_state() -> None:
 
     BasicSR's version calls ``torch.cuda.current_device()`` and maps every storage to CUDA, so resume fails on a
     machine without a GPU, and ``--auto_resume`` searches ``./experiments/<name>/training_states`` relative to the
-    working directory instead of the run's own ``path.training_states``. :func:`dckd_basicsr.resume.load_resume_state`
+    working directory instead of the run's own ``path.training_states``. :func:`dckd_basicsr.training.resume.load_resume_state`
     maps to the run's device, searches the run's folder for its latest complete state, loads with
     ``weights_only=True``, names a missing ``path.resume_state`` file and records the data position for
     :func:`patch_create_train_val_dataloader`.
     """
     import basicsr.train
-    from dckd_basicsr.resume import load_resume_state
+    from dckd_basicsr.training.resume import load_resume_state
 
     basicsr.train.load_resume_state = load_resume_state
 
@@ -172,15 +172,15 @@ def patch_create_train_val_dataloader() -> None:
 
     BasicSR 1.4.2 has two faults here. On resume it starts the saved epoch again from its first batch, so a
     checkpoint taken after ``b`` batches of epoch ``e`` makes the resumed run draw those ``b`` batches again (even
-    when ``b`` is the whole epoch: the state records ``e``, not ``e + 1``); :func:`dckd_basicsr.resume.continue_epoch`
+    when ``b`` is the whole epoch: the state records ``e``, not ``e + 1``); :func:`dckd_basicsr.training.resume.continue_epoch`
     makes the sampler skip them once. And it counts ``ceil(N / batch)`` iterations per epoch while its loader drops
     each epoch's incomplete batch, so with few images a run ends before ``total_iter`` without a word;
-    :func:`dckd_basicsr.resume.number_of_epochs` counts with the loader's real length. It also lets a ``--smoke`` run
-    write its inputs into its run folder, which exists by then (:func:`dckd_basicsr.smoke.prepare_run`).
+    :func:`dckd_basicsr.training.resume.number_of_epochs` counts with the loader's real length. It also lets a ``--smoke`` run
+    write its inputs into its run folder, which exists by then (:func:`dckd_basicsr.integration.smoke.prepare_run`).
     """
     import basicsr.train
-    from dckd_basicsr.resume import continue_epoch, number_of_epochs
-    from dckd_basicsr.smoke import prepare_run
+    from dckd_basicsr.training.resume import continue_epoch, number_of_epochs
+    from dckd_basicsr.integration.smoke import prepare_run
 
     original = basicsr.train.create_train_val_dataloader
 
@@ -222,14 +222,14 @@ def patch_check_resume() -> None:
 
     BasicSR's version rewrites every ``path.pretrain_network_*`` to ``models/net_*_<iter>.pth`` and every
     ``param_key_*: params_ema`` to ``params``. For a teacher or an encoder, which are never saved, that points resume
-    at files that do not exist (and switches the teacher to the wrong weights). :func:`dckd_basicsr.resume.check_resume`
+    at files that do not exist (and switches the teacher to the wrong weights). :func:`dckd_basicsr.training.resume.check_resume`
     rewrites a path only when the run saved that network at the resume iteration, never for the frozen networks or
     ``path.ignore_resume_networks``, and changes ``param_key_*`` only for the rewritten networks.
     """
     import basicsr.train
     import basicsr.utils
     from basicsr.utils import misc
-    from dckd_basicsr.resume import check_resume
+    from dckd_basicsr.training.resume import check_resume
 
     misc.check_resume = check_resume
     basicsr.utils.check_resume = check_resume
@@ -288,12 +288,12 @@ def patch_save_network() -> None:
     BasicSR's version writes ``models/net_*_<iter>.pth`` with ``torch.save`` straight under its final name; a kill
     (pre-emption, out-of-memory killer) during the write leaves a truncated file, from which a resume loads half a
     network.
-    :func:`dckd_basicsr.resume.save_network` writes the same file with the same content through
-    :func:`dckd_basicsr.resume.save_atomically` (temporary file, then rename; retried like BasicSR), on rank 0 only;
+    :func:`dckd_basicsr.training.resume.save_network` writes the same file with the same content through
+    :func:`dckd_basicsr.training.resume.save_atomically` (temporary file, then rename; retried like BasicSR), on rank 0 only;
     with ``logger.save_format: safetensors`` the same tensors as ``models/net_*_<iter>.safetensors``.
     """
     from basicsr.models.base_model import BaseModel
-    from dckd_basicsr.resume import save_network
+    from dckd_basicsr.training.resume import save_network
 
     BaseModel.save_network = save_network
 
@@ -302,12 +302,12 @@ def patch_load_network() -> None:
     """Wrap ``basicsr.models.base_model.BaseModel.load_network``.
 
     BasicSR's version reads only torch files, yet model hubs publish ``.safetensors`` and ``logger.save_format:
-    safetensors`` writes them. :func:`dckd_basicsr.resume.load_network` reads ``.safetensors`` files for
+    safetensors`` writes them. :func:`dckd_basicsr.training.resume.load_network` reads ``.safetensors`` files for
     ``path.pretrain_network_*`` and resume, with BasicSR's ``param_key`` rules, and leaves every other file to
     BasicSR's version.
     """
     from basicsr.models.base_model import BaseModel
-    from dckd_basicsr.resume import load_network
+    from dckd_basicsr.training.resume import load_network
 
     if not getattr(BaseModel.load_network, '_dckd_safetensors', False):
         BaseModel.load_network = load_network(BaseModel.load_network)
@@ -320,12 +320,12 @@ def patch_save_training_state() -> None:
     BasicSR's version writes ``training_states/<iter>.state`` with ``torch.save`` straight under its final name; a
     kill during the write leaves a truncated file, which ``--auto_resume`` then picks as the latest state and fails
     on.
-    :func:`dckd_basicsr.resume.save_training_state` writes the same file through
-    :func:`dckd_basicsr.resume.save_atomically`, on rank 0 only (the plugin's models add their random states and use
+    :func:`dckd_basicsr.training.resume.save_training_state` writes the same file through
+    :func:`dckd_basicsr.training.resume.save_atomically`, on rank 0 only (the plugin's models add their random states and use
     the same writer).
     """
     from basicsr.models.base_model import BaseModel
-    from dckd_basicsr.resume import save_training_state
+    from dckd_basicsr.training.resume import save_training_state
 
     BaseModel.save_training_state = save_training_state
 
@@ -355,12 +355,12 @@ def patch_build_model() -> None:
     """Wrap ``basicsr.models.build_model`` (also bound in ``basicsr.train``) to attach progressive patch training.
 
     BasicSR 1.4.2 silently ignores Restormer's ``datasets.train.mini_batch_sizes`` / ``gt_sizes`` / ``iters``; the
-    wrapper hands every built model to :func:`dckd_basicsr.progressive.attach_progressive_patches`, which does
+    wrapper hands every built model to :func:`dckd_basicsr.training.progressive.attach_progressive_patches`, which does
     nothing unless those keys are set.
     """
     import basicsr.models
     import basicsr.train
-    from dckd_basicsr.progressive import attach_progressive_patches
+    from dckd_basicsr.training.progressive import attach_progressive_patches
 
     original = basicsr.models.build_model
 
@@ -381,7 +381,7 @@ def apply_all() -> None:
     import basicsr.utils.registry
     if getattr(basicsr.utils.registry, '_dckd_patched', False):
         return
-    from dckd_basicsr.entry import patch_module_entry_points
+    from dckd_basicsr.integration.entry_points import patch_module_entry_points
     patch_registry_get()
     patch_parse_options()
     patch_load_resume_state()

@@ -38,8 +38,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dckd_basicsr.errors import OptionError, report_option_errors
-from dckd_basicsr.infer import Student, add_student_arguments, input_channels, load_student
-from dckd_basicsr.padding import padded_forward
+from dckd_basicsr.commands.infer import Student, add_student_arguments, input_channels, load_student
+from dckd_basicsr.archs.padding import padded_forward
 
 FORMATS = ('onnx', 'torchscript', 'spandrel')
 SPANDREL_ARCHS = ('SwinIR', 'RCAN', 'NAFNet')
@@ -50,7 +50,7 @@ class ExportError(OptionError):
 
 
 class PaddedNetwork(nn.Module):
-    """``net`` with validation's padding rule inside (:func:`dckd_basicsr.padding.padded_forward`): the input is
+    """``net`` with validation's padding rule inside (:func:`dckd_basicsr.archs.padding.padded_forward`): the input is
     reflect-padded at the bottom and right to a multiple of ``multiple`` and the output cropped to ``scale`` times
     the input size. Written with shape arithmetic only, so traced and exported graphs keep height and width dynamic.
     Inputs must be at least ``multiple`` pixels high and wide."""

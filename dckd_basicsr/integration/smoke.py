@@ -35,7 +35,7 @@ def smoke_patch(opt: Dict[str, Any]) -> int:
     """The smallest GT patch of at least 32 pixels whose LQ side is a multiple of 8 (Restormer's three downsamplings),
     of every network's ``window_size`` (SwinIR) and, for DUKD's zoom-out, of the scale, and whose GT side is a
     multiple of the VQGAN stride."""
-    from dckd_basicsr.option_checks import encoder_size_multiple
+    from dckd_basicsr.integration.option_checks import encoder_size_multiple
     scale = int(opt.get('scale') or 1)
     lq_multiple = 8
     for key, net_opt in opt.items():

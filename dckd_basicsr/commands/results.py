@@ -1,6 +1,6 @@
 """Collect the validation PSNR/SSIM of BasicSR runs into the paper's tables, next to the paper's own numbers.
 
-``python -m dckd_basicsr.results experiments/ [more folders or .log files] --out results.md [--pick best|last]``
+``python -m dckd_basicsr.commands.results experiments/ [more folders or .log files] --out results.md [--pick best|last]``
 
 Every run folder (a folder holding ``train_*.log`` or ``test_*.log`` files, as BasicSR writes them under
 ``experiments/<name>/`` and ``results/<name>/``) gives one row: its log files are read in time order and every
@@ -363,7 +363,7 @@ def format_tables(runs: Sequence[Dict[str, Any]], mode: str = 'best', paper: boo
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog='python -m dckd_basicsr.results', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m dckd_basicsr.commands.results', description=__doc__.split('\n')[0])
     parser.add_argument('paths', nargs='+', help='experiments/ or results/ folders, run folders or .log files')
     parser.add_argument('--out', help='markdown file to write (default: print)')
     parser.add_argument('--pick', choices=('best', 'last'), default='best',

@@ -6,7 +6,7 @@ replicas stay identical. After ``train.max_nonfinite_steps`` consecutive skipped
 training stops with :class:`~dckd_basicsr.errors.NonFiniteLossError`.
 
 Under ``train.fast.amp: fp16`` the GradScaler skips, on its own, the steps whose fp16 *gradients* overflowed and
-lowers its loss scale (:meth:`dckd_basicsr.fast.FastSettings.step`); their loss values are finite, so they are not
+lowers its loss scale (:meth:`dckd_basicsr.training.fast.FastSettings.step`); their loss values are finite, so they are not
 counted here. A loss term that is NaN or infinite still is, whatever the precision.
 """
 from typing import Dict, List, Mapping
@@ -16,7 +16,7 @@ from basicsr.utils import get_root_logger
 from torch import Tensor
 
 from dckd_basicsr.errors import NonFiniteLossError
-from dckd_basicsr.option_checks import nonfinite_limit
+from dckd_basicsr.integration.option_checks import nonfinite_limit
 
 
 def nonfinite_terms(losses: Mapping[str, Tensor], distributed: bool) -> List[str]:

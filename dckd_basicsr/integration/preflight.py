@@ -1,6 +1,6 @@
 """Preflight: every file and folder an option file names, checked before any network is built or folder created.
 
-:func:`check_files` runs inside the patched ``parse_options`` (:func:`dckd_basicsr.compat.patch_parse_options`), so
+:func:`check_files` runs inside the patched ``parse_options`` (:func:`dckd_basicsr.integration.patches.patch_parse_options`), so
 every entry point (``dckd-train``, ``python -m basicsr.train``, ``python -m dckd_basicsr.train``, a BasicSR clone's
 ``basicsr/train.py``, the test ones) gets it, on every rank under DDP. It collects *all* problems and raises one
 :class:`~dckd_basicsr.errors.OptionError`, each line naming the option, the path, and where that file normally comes
@@ -14,9 +14,9 @@ What is checked:
 * ``path.pretrain_network_*`` (teacher, VQGAN, student, history model, any other) and ``path.resume_state``.
 
 On a resume (``path.resume_state``, or ``--auto_resume`` with a saved state in the run's ``training_states``) the
-networks the run saves itself are re-read from the run's ``models`` folder (:func:`dckd_basicsr.resume.check_resume`),
+networks the run saves itself are re-read from the run's ``models`` folder (:func:`dckd_basicsr.training.resume.check_resume`),
 so their ``pretrain_network_*`` paths are not checked. ``stand_ins`` names networks whose missing files a smoke run
-replaces (:mod:`dckd_basicsr.smoke`).
+replaces (:mod:`dckd_basicsr.integration.smoke`).
 """
 import os
 import re
@@ -57,7 +57,7 @@ RUN_CHECKPOINT_RE = re.compile(r'(?:^|/)experiments/([^/]+)/(?:models|training_s
 
 def _repo_option_file(run: str) -> str:
     """``options/train/<Backbone>/train_<run>.yml`` of this source tree when it exists, else ''."""
-    root = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', 'train')
+    root = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'options', 'train')
     if osp.isdir(root):
         for folder in sorted(os.listdir(root)):
             candidate = osp.join(root, folder, f'train_{run}.yml')
@@ -138,7 +138,7 @@ def skip_missing_test_sets(opt: Dict[str, Any]) -> List[str]:
 
 def resuming(opt: Dict[str, Any]) -> bool:
     """Whether this run will resume: ``path.resume_state`` set, or ``--auto_resume`` with a saved state."""
-    from dckd_basicsr.resume import latest_training_state
+    from dckd_basicsr.training.resume import latest_training_state
     path_opt = opt.get('path') or {}
     if opt.get('auto_resume'):
         return bool(path_opt.get('training_states')) and latest_training_state(path_opt['training_states']) is not None
@@ -148,7 +148,7 @@ def resuming(opt: Dict[str, Any]) -> bool:
 def checkpoint_problems(opt: Dict[str, Any], stand_ins: Iterable[str] = ()) -> List[str]:
     """Missing ``path.pretrain_network_*`` files, a teacher or (with ``cl_opt`` / ``ce_opt``) VQGAN checkpoint not
     given at all, and a missing ``path.resume_state``."""
-    from dckd_basicsr.resume import FROZEN_NETWORKS
+    from dckd_basicsr.training.resume import FROZEN_NETWORKS
     path_opt = opt.get('path') or {}
     saved_by_run = set()
     if resuming(opt):  # check_resume re-reads the networks the run saves from its own models folder

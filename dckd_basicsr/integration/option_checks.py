@@ -5,7 +5,7 @@ from os import path as osp
 from typing import Any, Dict, Iterable, List, Optional
 
 from dckd_basicsr.errors import OptionError, UnknownTypeError
-from dckd_basicsr.preflight import check_files
+from dckd_basicsr.integration.preflight import check_files
 
 
 def registered_plugin_names(registry: Any) -> list:
@@ -68,7 +68,7 @@ def check_option_keys(opt: Dict[str, Any]) -> None:
     accepted ones, not silently dropped. Types whose constructor takes any ``**kwargs`` are not checked."""
     from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
-    from dckd_basicsr.loss_terms import model_read_keys
+    from dckd_basicsr.distill.loss_terms import model_read_keys
 
     blocks = [(ARCH_REGISTRY, key, value) for key, value in opt.items() if key.startswith('network_')]
     blocks += [(LOSS_REGISTRY, f'train.{key}', value) for key, value in (opt.get('train') or {}).items()
@@ -190,11 +190,11 @@ def cap_workers(opt: Dict[str, Any]) -> None:
 
 def check_options(opt: Dict[str, Any], stand_ins: Iterable[str] = (), note: str = '') -> None:
     """All checks, in the order a user would fix them. Every missing file or folder is reported at once
-    (:func:`dckd_basicsr.preflight.check_files`, which ``stand_ins`` and ``note`` are passed to)."""
+    (:func:`dckd_basicsr.integration.preflight.check_files`, which ``stand_ins`` and ``note`` are passed to)."""
     check_option_types(opt)
     check_option_keys(opt)
     check_device_options(opt)
-    from dckd_basicsr.resume import save_format  # imports basicsr: only after compat's torchvision alias
+    from dckd_basicsr.training.resume import save_format  # imports basicsr: only after compat's torchvision alias
     save_format(opt)
     check_files(opt, stand_ins, note)
     check_paired_folders(opt)

@@ -105,7 +105,7 @@ def measure_module(net, x, multiple: int = 1, threads: int = 1, runs: int = 5, w
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dckd_basicsr.padding import padded_forward
+    from dckd_basicsr.archs.padding import padded_forward
     torch.set_num_threads(threads)
 
     def forward(inp):
@@ -158,7 +158,7 @@ def measure(net_opt: Dict[str, Any], size: int = 64, threads: int = 1, runs: int
     from basicsr.archs import build_network
 
     import dckd_basicsr  # noqa: F401  (the plugin's archs)
-    from dckd_basicsr.infer import input_channels
+    from dckd_basicsr.commands.infer import input_channels
     torch.manual_seed(seed)
     net = build_network(dict(net_opt)).eval()
     x = torch.rand(1, input_channels(net), size, size)
@@ -167,10 +167,10 @@ def measure(net_opt: Dict[str, Any], size: int = 64, threads: int = 1, runs: int
 
 def measure_in_subprocess(net_opt: Dict[str, Any], size: int, threads: int, runs: int, warmup: int,
                           memory: bool = True, where: str = '') -> Measurement:
-    """:func:`measure` in a fresh ``python -m dckd_basicsr.profiling --worker`` process."""
+    """:func:`measure` in a fresh ``python -m dckd_basicsr.commands.profile --worker`` process."""
     request = dict(net_opt=net_opt, size=size, threads=threads, runs=runs, warmup=warmup, memory=memory)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, '-m', 'dckd_basicsr.profiling', '--worker'], input=json.dumps(request),
+    proc = subprocess.run([sys.executable, '-m', 'dckd_basicsr.commands.profile', '--worker'], input=json.dumps(request),
                           capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if proc.returncode != 0 or not lines:
@@ -200,7 +200,7 @@ class Row:
 
 def read_rows(files: Sequence[str]) -> List[Row]:
     """The teacher/student blocks of each option file; files with the same pair become one row."""
-    from dckd_basicsr.infer import read_options
+    from dckd_basicsr.commands.infer import read_options
     rows: 'OrderedDict[str, Row]' = OrderedDict()
     for path in files:
         opt = read_options(path)

@@ -7,7 +7,7 @@ used when the file has them, else ``params``.
 
 Images are restored as BasicSR's validation does: the input is padded (bottom/right, reflect) to a multiple of
 ``val.pad_multiple`` (the SwinIR window without ``-opt``) and the output cropped back
-(:func:`dckd_basicsr.padding.padded_forward`). With ``--tile N`` the image is cut into ``N x N`` tiles, each run with
+(:func:`dckd_basicsr.archs.padding.padded_forward`). With ``--tile N`` the image is cut into ``N x N`` tiles, each run with
 ``--tile-pad`` pixels of context on every side and the same padding rule, so images larger than the device memory
 fit. For a convolutional network whose receptive field radius is at most ``--tile-pad`` the tiled result equals the
 whole-image one (up to float rounding); networks with global operations (RCAN's and NAFNet's channel attention,
@@ -45,7 +45,7 @@ from dckd_basicsr.checkpoints.detect import DetectedNetwork, detect_network
 from dckd_basicsr.checkpoints.registry import ConversionError
 from dckd_basicsr.checkpoints.safe_load import extract_state_dict, load_checkpoint_file
 from dckd_basicsr.errors import OptionError, report_option_errors
-from dckd_basicsr.padding import padded_forward, validation_pad_multiple
+from dckd_basicsr.archs.padding import padded_forward, validation_pad_multiple
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 # Extensions cv2 writes 16-bit images to; a 16-bit result asked for another one is written as PNG.

@@ -3,14 +3,14 @@
 * ``dckd-train`` / ``python -m dckd_basicsr.train`` / ``python dckd_basicsr/train.py`` (and the ``test`` ones) call
   :func:`run_pipeline`.
 * ``python -m basicsr.train`` / ``python -m basicsr.test``: runpy would execute a fresh copy of BasicSR's script as
-  ``__main__``; :func:`patch_module_entry_points` (installed by :func:`dckd_basicsr.compat.apply_all`) makes it run
+  ``__main__``; :func:`patch_module_entry_points` (installed by :func:`dckd_basicsr.integration.patches.apply_all`) makes it run
   :func:`run_pipeline` instead.
 * A BasicSR clone's ``python basicsr/train.py``: the script itself is ``__main__``; :func:`adopt_script_functions`
   (called by the patched ``parse_options``) swaps in the patched functions it defines itself.
 
 All of them parse the command line with :func:`parse_command_line` (called by the patched ``parse_options``): the
 entry point's own ``prog`` and description, BasicSR's flags (``--auto_resume`` for training only), ``--smoke`` /
-``--stand-in`` (:mod:`dckd_basicsr.smoke`), and ``--force_yml`` entries checked against the option file
+``--stand-in`` (:mod:`dckd_basicsr.integration.smoke`), and ``--force_yml`` entries checked against the option file
 (:func:`split_force_yml`, which also lets ``datasets:<phase>=~`` drop a dataset).
 """
 import argparse
@@ -57,7 +57,7 @@ def command_line_parser(is_train: bool, prog: Optional[str] = None) -> argparse.
     if is_train:
         parser.add_argument('--smoke', action='store_true',
                             help='a smoke run: 3 iterations on CPU with small batch and patches, no workers, '
-                            'validation on one image per set, run name smoke_<name> (dckd_basicsr/smoke.py)')
+                            'validation on one image per set, run name smoke_<name> (dckd_basicsr/integration/smoke.py)')
         parser.add_argument('--stand-in', dest='stand_in', action='store_true',
                             help='with --smoke only: randomly initialised stand-ins for a missing teacher or VQGAN '
                             "checkpoint, written inside the smoke run's own folder")
@@ -169,7 +169,7 @@ class PipelineMainLoader:
     def get_code(self, fullname):
         if fullname != self._module_name:
             return self._loader.get_code(fullname)
-        source = (f'from dckd_basicsr.entry import run_pipeline\n'
+        source = (f'from dckd_basicsr.integration.entry_points import run_pipeline\n'
                   f'if __name__ == "__main__":\n'
                   f'    run_pipeline({self._module_name!r}, {self._pipeline!r})\n')
         return compile(source, f'<dckd_basicsr: python -m {self._module_name}>', 'exec')

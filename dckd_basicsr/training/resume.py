@@ -1,6 +1,6 @@
 """Saving and resuming a training run: everything a run needs to stop at any moment and continue as if it had not.
 
-BasicSR side (installed into BasicSR 1.4.2 by :mod:`dckd_basicsr.compat`):
+BasicSR side (installed into BasicSR 1.4.2 by :mod:`dckd_basicsr.integration.patches`):
 
 * :func:`save_atomically`: every checkpoint file is written to a temporary name and renamed, retried like BasicSR;
   :func:`save_network` / :func:`save_training_state` (``BaseModel``'s) write through it. ``logger.save_format:
@@ -12,7 +12,7 @@ BasicSR side (installed into BasicSR 1.4.2 by :mod:`dckd_basicsr.compat`):
 * :func:`number_of_epochs` and :func:`continue_epoch`: the training data of a resumed run continue where the
   checkpoint stood, and every run reaches ``total_iter``.
 
-Importing this module imports torch and basicsr, so it must not be imported before :mod:`dckd_basicsr.compat` has
+Importing this module imports torch and basicsr, so it must not be imported before :mod:`dckd_basicsr.integration.patches` has
 aliased ``torchvision.transforms.functional_tensor`` (``import dckd_basicsr`` does that first).
 """
 import math
@@ -303,7 +303,7 @@ def continue_epoch(opt: Dict[str, Any], train_loader: Any, sampler: Any) -> None
 class TrainingState:
     """Mixin for the plugin's models: a checkpoint holds, besides BasicSR's student/EMA, optimizer and scheduler
     states, the networks of :meth:`extra_networks_to_save` (DCKD's history model, ``models/<label>_<iter>.pth``) and
-    every rank's random state (:class:`~dckd_basicsr.random_streams.RandomStreams`) and, under ``train.fast.amp:
+    every rank's random state (:class:`~dckd_basicsr.training.random_streams.RandomStreams`) and, under ``train.fast.amp:
     fp16``, the GradScaler's state (``scaler``); a resume restores all of them.
     The teacher and the VQGAN encoder are never saved: they are re-read from their own files."""
 
