@@ -4,18 +4,10 @@ The input is reflect-padded at the bottom and right to the next multiple (replic
 as large as the image, which reflection cannot do) and the output cropped back to ``scale`` times the input size:
 validation and test (``val.pad_multiple``) and DUKD's zoom passes use the same rule.
 """
-from typing import Any, Callable, Dict
+from typing import Callable
 
 from torch import Tensor
 from torch.nn import functional as F
-
-
-def validation_pad_multiple(opt: Dict[str, Any], network: str = 'network_g') -> int:
-    """The multiple validation pads to: ``val.pad_multiple``, else the authors' ``val.window_size``, else
-    ``<network>.window_size`` (SwinIR), else 1."""
-    val_opt = opt.get('val') or {}
-    window = val_opt.get('window_size', (opt.get(network) or {}).get('window_size', 1))
-    return int(val_opt.get('pad_multiple', window))
 
 
 def pad_bottom_right(x: Tensor, pad_h: int, pad_w: int) -> Tensor:

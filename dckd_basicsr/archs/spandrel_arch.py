@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from dckd_basicsr.checkpoints.registry import ConversionError
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.distill.feature_taps import FAKD_DEPTHS, INPUT_SUFFIX, stage_at
-from dckd_basicsr.options import in_channels
+from dckd_basicsr.options import network_in_channels
 from dckd_basicsr.archs.padding import pad_bottom_right
 
 AUTOCAST_SUPPORT = {'fp16': 'supports_half', 'bf16': 'supports_bfloat16'}
@@ -155,7 +155,7 @@ class SpandrelTeacher(nn.Module):
         if scale is not None and int(scale) != self.scale:
             raise OptionError(f'scale: {scale}, but {where}; use a x{scale} teacher checkpoint (or data and a student '
                               f'of scale {self.scale}).')
-        student_in = in_channels(opt.get('network_g') or {})
+        student_in = network_in_channels(opt.get('network_g') or {})
         if student_in != self.input_channels:
             raise OptionError(f'network_g takes {student_in} input channels, but {where}; the teacher sees the '
                               'student\'s input: use a teacher checkpoint for that many channels, or change '

@@ -45,7 +45,8 @@ from dckd_basicsr.checkpoints.detect import DetectedNetwork, detect_network
 from dckd_basicsr.checkpoints.registry import ConversionError
 from dckd_basicsr.checkpoints.safe_load import extract_state_dict, load_checkpoint_file
 from dckd_basicsr.errors import OptionError, report_option_errors
-from dckd_basicsr.archs.padding import padded_forward, validation_pad_multiple
+from dckd_basicsr.archs.padding import padded_forward
+from dckd_basicsr.options import read_option_file, validation_pad_multiple
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 # Extensions cv2 writes 16-bit images to; a 16-bit result asked for another one is written as PNG.
@@ -94,21 +95,6 @@ def input_channels(net: nn.Module) -> int:
     raise OptionError(f'{type(net).__name__} has no convolution to tell its input channels from.')
 
 
-def read_options(path: str) -> Dict:
-    """An option file read as BasicSR reads it (ordered YAML); OptionError naming ``-opt`` if it cannot be read."""
-    from basicsr.utils.options import ordered_yaml
-    try:
-        with open(path, mode='r') as f:
-            opt = yaml.load(f, Loader=ordered_yaml()[0]) or {}
-    except OSError as error:
-        raise OptionError(f'-opt {path}: {error.strerror}.') from error
-    except yaml.YAMLError as error:
-        raise OptionError(f'-opt {path} is not valid YAML: {error}') from error
-    if not isinstance(opt, dict):
-        raise OptionError(f'-opt {path} is not an option file (a YAML mapping).')
-    return opt
-
-
 def load_student(model_path: str, opt_path: Optional[str] = None, network: str = 'network_g') -> Student:
     """Build the network and load the checkpoint's weights (``params_ema`` when present, else ``params``).
 
@@ -122,7 +108,7 @@ def load_student(model_path: str, opt_path: Optional[str] = None, network: str =
             network, weights that do not fit.
     """
     if opt_path:
-        opt = read_options(opt_path)
+        opt = read_option_file(opt_path)
         net_opt = opt.get(network)
         if not isinstance(net_opt, dict) or 'type' not in net_opt:
             blocks = [k for k, v in opt.items() if k.startswith('network_') and isinstance(v, dict)]

@@ -200,10 +200,10 @@ class Row:
 
 def read_rows(files: Sequence[str]) -> List[Row]:
     """The teacher/student blocks of each option file; files with the same pair become one row."""
-    from dckd_basicsr.commands.infer import read_options
+    from dckd_basicsr.options import read_option_file
     rows: 'OrderedDict[str, Row]' = OrderedDict()
     for path in files:
-        opt = read_options(path)
+        opt = read_option_file(path)
         student = opt.get('network_g')
         teacher = opt.get('network_t')
         if not isinstance(student, dict) or 'type' not in student:

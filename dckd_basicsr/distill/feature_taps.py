@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.options import in_channels
+from dckd_basicsr.options import network_in_channels
 
 # Relative depths of the stages FAKD taps by default: after groups 3 and 7 of RCAN's 10 (the authors' --features).
 FAKD_DEPTHS = (0.3, 0.7)
@@ -206,7 +206,7 @@ class FeaturePairs:
         self.student = FeatureRecorder(student, student_layers, 'train.fakd_opt.student_layers',
                                        only_in_training=True)
         self.teacher = FeatureRecorder(teacher, teacher_layers, 'train.fakd_opt.teacher_layers')
-        self.check_shapes(student, teacher, in_channels(student_opt))
+        self.check_shapes(student, teacher, network_in_channels(student_opt))
 
     def check_shapes(self, student: nn.Module, teacher: nn.Module, channels: int, size: int = 16) -> None:
         """Run both networks once on a ``size`` x ``size`` input: every paired map must have the same spatial size."""

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.options import train_option
+from dckd_basicsr.options import check_unit_interval, train_option
 
 RESIZE_MODES = ('area', 'bilinear', 'bicubic')
 
@@ -112,8 +112,7 @@ class NegativeGenerator:
         probs = dict(gaussian_noise_prob=gaussian_noise_prob, gray_noise_prob=gray_noise_prob,
                      gaussian_blur_prob=gaussian_blur_prob, resize_prob=resize_prob, resize_up_prob=resize_up_prob)
         for key, value in probs.items():
-            if not 0 <= value <= 1:
-                raise OptionError(f'train.{key}: {value}; a probability must lie in [0, 1].')
+            check_unit_interval(f'train.{key}', value)
         low, high = blur_kernel_range
         if low % 2 == 0 or high % 2 == 0 or not 1 <= low <= high:
             raise OptionError(f'train.blur_kernel_range: {list(blur_kernel_range)}; give two odd sizes, low <= high.')

@@ -39,7 +39,7 @@ from dckd_basicsr.distill.history import HistorySchedule, update_history
 from dckd_basicsr.distill.loss_terms import LossTerm
 from dckd_basicsr.losses.dcl_loss import NegativeDistances
 from dckd_basicsr.models.kd_model import KDModel, load_pretrained_network
-from dckd_basicsr.options import train_option
+from dckd_basicsr.options import check_unit_interval, train_option
 
 Taps = List[Tensor]
 
@@ -109,9 +109,8 @@ class DCKDModel(KDModel):
         if self.opt.get('network_his') is False:
             raise OptionError('network_his: false, but cl_opt needs the history model to restore the negatives; '
                               'set network_his: true or remove cl_opt.')
-        self.history_decay = float(train_option(self.opt, 'update_decay', 0.1))
-        if not 0 <= self.history_decay <= 1:
-            raise OptionError(f'train.update_decay: {self.history_decay}; it must lie in [0, 1].')
+        self.history_decay = check_unit_interval('train.update_decay',
+                                                 float(train_option(self.opt, 'update_decay', 0.1)), noun='it')
         self.history_schedule = HistorySchedule(train_option(self.opt, 'step', [1000, 2000, 3000]),
                                                 train_option(self.opt, 'step_span', 100000))
         self.net_his = build_network(self.opt['network_g']).to(self.device)

@@ -49,7 +49,7 @@ from torch import Tensor
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.models.kd_model import KDModel
-from dckd_basicsr.options import train_option
+from dckd_basicsr.options import check_unit_interval, train_option
 from dckd_basicsr.archs.padding import padded_forward
 from dckd_basicsr.distill.upcycling import matlab_bicubic_downscale, random_grid_positions, zoom_in_tiles
 
@@ -85,9 +85,7 @@ class DUKDModel(KDModel):
             self.loss_names += (['l_zoom_out_pix'] if self.cri_pix is not None else []) + ['l_zoom_out_kd']
         noisy = train_option(self.opt, 'noisy')
         # as DUKD: an absent or empty `noisy` turns label consistency off
-        self.zoom_in_prob = float(noisy.get('prob', 0.3)) if noisy else None
-        if self.zoom_in_prob is not None and not 0 <= self.zoom_in_prob <= 1:
-            raise OptionError(f'train.noisy.prob: {self.zoom_in_prob}; a probability must lie in [0, 1].')
+        self.zoom_in_prob = check_unit_interval('train.noisy.prob', float(noisy.get('prob', 0.3))) if noisy else None
 
     # ------------------------------------------------------------------ random draws (the model's stream)
     def draw_zoom_in_cells(self) -> List[Tuple[int, int]]:

@@ -41,8 +41,9 @@ from dckd_basicsr.training.fast import FastSettings, freeze
 from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.distill.loss_terms import LossTerm, build_loss_terms
 from dckd_basicsr.training.nonfinite import NonFiniteSteps, nonfinite_terms
-from dckd_basicsr.options import in_channels, train_option
-from dckd_basicsr.archs.padding import padded_forward, validation_pad_multiple
+from dckd_basicsr.archs.padding import padded_forward
+from dckd_basicsr.options import (check_unit_interval, network_in_channels, train_option,
+                                  validation_pad_multiple)
 from dckd_basicsr.training.random_streams import RandomStreams
 from dckd_basicsr.training.resume import TrainingState, save_format
 
@@ -149,7 +150,7 @@ class KDModel(TrainingState, RandomStreams, SRModel):
             get_root_logger().info(f'Teacher (network_t: SpandrelTeacher): {self.net_t.describe()}')
             self.net_t.check_fits(self.opt)
             option = f'network_t ({self.net_t.describe()})'
-        lq_shape = (1, in_channels(self.opt['network_g']), CHECK_SIZE, CHECK_SIZE)
+        lq_shape = (1, network_in_channels(self.opt['network_g']), CHECK_SIZE, CHECK_SIZE)
         out_shape = check_output_size(self.net_t, self.get_bare_model(self.net_g), lq_shape, option=option,
                                       path=self.opt['path']['pretrain_network_t'])
         scale = self.opt.get('scale')
@@ -189,9 +190,8 @@ class KDModel(TrainingState, RandomStreams, SRModel):
                                   'optimizer step of its own: use model_type: DUKDModel with train.dukd_opt '
                                   '(n_gt_sub, zoom_out), see dckd_basicsr/models/dukd_model.py.')
         self.loss_names = build_loss_terms(self, self.LOSS_TERMS)
-        self.lcr_prob = float((train_option(self.opt, 'noisy') or {}).get('prob', 0.5))
-        if not 0 <= self.lcr_prob <= 1:
-            raise OptionError(f'train.noisy.prob: {self.lcr_prob}; a probability must lie in [0, 1].')
+        self.lcr_prob = check_unit_interval('train.noisy.prob',
+                                            float((train_option(self.opt, 'noisy') or {}).get('prob', 0.5)))
         self.fakd_pairs = None
         if self.cri_fakd is not None:
             self.fakd_pairs = FeaturePairs(train_option(self.opt, 'fakd_opt'), self.opt['network_g'],
