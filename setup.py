@@ -74,6 +74,8 @@ setup(
         # spandrel-loadable export of the student; brings safetensors, which every checkpoint reader accepts
         'spandrel>=0.4',
         'safetensors',
+        # dckd-demo's comparison.png (the crops and the validation-PSNR curves), drawn with the Agg backend
+        'matplotlib',
     ],
     extras_require={
         # dckd-export --to onnx and its onnxruntime verification
@@ -89,6 +91,7 @@ setup(
             'dckd-infer=dckd_basicsr.commands.infer:cli',
             'dckd-export=dckd_basicsr.commands.export:cli',
             'dckd-profile=dckd_basicsr.commands.profile:cli',
+            'dckd-results=dckd_basicsr.commands.results:cli',
         ],
     },
     cmdclass={'build_py': BuildWithHook, 'editable_wheel': EditableWithHook},

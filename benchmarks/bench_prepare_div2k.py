@@ -34,7 +34,10 @@ import numpy as np
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from datasets_prep import common, prepare_div2k  # noqa: E402
+from datasets_prep import prepare_div2k  # noqa: E402
+from datasets_prep.cli import default_workers  # noqa: E402
+from datasets_prep.images import image_size, list_images  # noqa: E402
+from datasets_prep.sub_images import sub_image_boxes  # noqa: E402
 from basicsr.utils import scandir  # noqa: E402
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # noqa: E402
 from basicsr.utils.matlab_functions import imresize  # noqa: E402
@@ -135,12 +138,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--src', nargs='+', default=DEFAULT_SRC, help='folder(s) of HR photos')
     parser.add_argument('--scales', nargs='+', type=int, default=[2, 3, 4])
-    parser.add_argument('--workers', type=int, default=common.default_workers())
+    parser.add_argument('--workers', type=int, default=default_workers())
     parser.add_argument('--repeat', type=int, default=1, help='runs per way; the best is reported')
     parser.add_argument('--work-dir', help='scratch folder (default: a temporary folder, removed at the end)')
     args = parser.parse_args()
 
-    photos = sorted(osp.join(d, n) for d in args.src for n in common.list_images(d))
+    photos = sorted(osp.join(d, n) for d in args.src for n in list_images(d))
     work = args.work_dir or tempfile.mkdtemp(prefix='bench_div2k_')
     given_lr = osp.join(work, 'given_LR')
     timed(lambda: plain_recipe(photos, given_lr, osp.join(work, 'setup'), args.scales, args.workers, True, {}))
@@ -175,7 +178,7 @@ def main():
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 
-    count = sum(len(common.sub_image_boxes(*common.image_size(p), CROP, STEP, THRESH)) for p in photos)
+    count = sum(len(sub_image_boxes(*image_size(p), CROP, STEP, THRESH)) for p in photos)
     print(f'{len(photos)} photos from {", ".join(args.src)}: {count} sub-images x {len(names)} LMDBs '
           f'(HR + x{", x".join(map(str, args.scales))}); {args.workers} workers; best of {args.repeat}; '
           f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs')

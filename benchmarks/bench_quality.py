@@ -212,7 +212,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import dckd_basicsr  # noqa: F401
     from basicsr.archs import build_network
     from basicsr.utils import get_root_logger
-    from dckd_basicsr.training.fast import fp16_supported
+    from dckd_basicsr.training.precision import fp16_supported
 
     get_root_logger().setLevel('WARNING')
     modes = args.modes or [m for m in MODES if m != 'amp-fp16' or args.device != 'cpu']

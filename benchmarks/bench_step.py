@@ -423,7 +423,7 @@ def run_config(config: str, args, root: str) -> List[str]:
 def loss_values(model, data) -> Dict[str, float]:
     """One step's loss terms on ``data`` (no update), under the model's ``train.fast`` precision."""
     model.feed_data(data)
-    with model.model_random_stream(), torch.no_grad(), model.fast.amp():
+    with model.model_random_stream(), torch.no_grad(), model.precision.step_autocast():
         model.output = model.net_g(model.lq).float()
         model.run_teacher()
         return {key: value.item() for key, value in model.compute_losses(1).items()}
@@ -493,7 +493,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     FAST['autocast'] = args.autocast
     args.methods = [m for m in METHODS if m in set(args.methods) | {'logits KD', 'DCKD exact'}]
     if 'DCKD amp fp16' in args.methods:
-        from dckd_basicsr.training.fast import fp16_supported
+        from dckd_basicsr.training.precision import fp16_supported
         if not fp16_supported(torch.device(args.device)):
             print(f'DCKD amp fp16: left out, torch {torch.__version__} has no fp16 autocast on {args.device}.')
             args.methods.remove('DCKD amp fp16')

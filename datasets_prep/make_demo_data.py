@@ -34,7 +34,10 @@ import numpy as np
 if __package__ in (None, ''):  # run as ``python datasets_prep/make_demo_data.py``
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from datasets_prep import common, prepare_benchmarks, prepare_div2k  # noqa: E402
+from datasets_prep import prepare_benchmarks, prepare_div2k  # noqa: E402
+from datasets_prep.cli import default_workers  # noqa: E402
+from datasets_prep.outputs import Output  # noqa: E402
+from basicsr.data.transforms import mod_crop  # noqa: E402
 from dckd_basicsr.errors import report_option_errors  # noqa: E402
 
 CROP_SIZE, STEP = 192, 96
@@ -64,7 +67,7 @@ def _photos() -> Dict[str, Dict[str, Callable[[], np.ndarray]]]:
 def write_photos(folder: str, photos: Dict[str, Callable[[], np.ndarray]], modulo: int = 1) -> None:
     os.makedirs(folder, exist_ok=True)
     for name, load in photos.items():
-        img = common.mod_crop(load(), modulo)
+        img = mod_crop(load(), modulo)
         if img.ndim == 3:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(osp.join(folder, f'{name}.png'), img):
@@ -76,13 +79,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', default='datasets/demo', help='output folder (default: %(default)s)')
     parser.add_argument('--scales', nargs='+', type=int, default=[2, 4], choices=(2, 3, 4),
                         help='LR scales (default: 2 4)')
-    parser.add_argument('--workers', type=int, default=min(2, common.default_workers()),
+    parser.add_argument('--workers', type=int, default=min(2, default_workers()),
                         help='processes (default: %(default)s)')
     parser.add_argument('--overwrite', action='store_true', help='rebuild the outputs even if they are complete')
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[common.Output]:
+def main(argv: Optional[Sequence[str]] = None) -> List[Output]:
     """Write the demo training LMDBs and test folders (or keep them when complete); returns all outputs."""
     args = parse_args(argv)
     started = time.time()

@@ -23,6 +23,7 @@ as they are (they are the MATLAB originals the published numbers were measured o
 ``--regenerate-lr`` makes them all with ``imresize`` instead. PNG sources are copied byte for byte.
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -34,7 +35,13 @@ from typing import Dict, List, Optional, Sequence
 if __package__ in (None, ''):  # run as ``python datasets_prep/prepare_benchmarks.py``
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from datasets_prep import common  # noqa: E402
+from datasets_prep.build import build_outputs  # noqa: E402
+from datasets_prep.cli import add_common_arguments, print_summary  # noqa: E402
+from datasets_prep.images import (FOLDER_PNG_LEVEL, IMG_EXTENSIONS, Record, bicubic_downscale, image_size,  # noqa: E402
+                                  list_images, png_record, read_image, unique_stems)
+from datasets_prep.outputs import Output  # noqa: E402
+from datasets_prep.verify import verify_pair  # noqa: E402
+from basicsr.data.transforms import mod_crop  # noqa: E402
 from dckd_basicsr.errors import OptionError, report_option_errors  # noqa: E402
 
 CANONICAL_NAMES = {'set5': 'Set5', 'set14': 'Set14', 'b100': 'B100', 'bsd100': 'B100', 'bsds100': 'B100',
@@ -72,7 +79,7 @@ def find_sets(src: str) -> Dict[str, str]:
 
     def is_set(folder):
         return any(osp.isdir(osp.join(folder, name)) for name in HR_FOLDERS) or any(
-            osp.splitext(name)[1].lower() in common.IMG_EXTENSIONS for name in os.listdir(folder))
+            osp.splitext(name)[1].lower() in IMG_EXTENSIONS for name in os.listdir(folder))
 
     candidates = [src] if is_set(src) else [osp.join(src, name) for name in sorted(os.listdir(src))
                                              if not name.startswith('.') and osp.isdir(osp.join(src, name))]
@@ -112,9 +119,9 @@ def plan_images(sets: Dict[str, str], spec: BenchSpec, regenerate_lr: bool) -> L
     images = []
     for set_name, set_dir in sets.items():
         folder = hr_folder(set_dir)
-        for stem, name in common.unique_stems(folder, common.list_images(folder)).items():
+        for stem, name in unique_stems(folder, list_images(folder)).items():
             path = osp.join(folder, name)
-            height, width = common.image_size(path)
+            height, width = image_size(path)
             hr_size = (height - height % spec.modulo, width - width % spec.modulo)
             if min(hr_size) < max(spec.scales):
                 raise OptionError(f'{path} is {height}x{width}, too small for scale {max(spec.scales)}.')
@@ -124,7 +131,7 @@ def plan_images(sets: Dict[str, str], spec: BenchSpec, regenerate_lr: bool) -> L
                 if lr_path is None:
                     continue
                 expected = (hr_size[0] // scale, hr_size[1] // scale)
-                found = common.image_size(lr_path)
+                found = image_size(lr_path)
                 if found != expected:
                     raise OptionError(f'{lr_path} is {found[0]}x{found[1]}, expected {expected[0]}x{expected[1]} '
                                       f'for {path} at x{scale}; pass --regenerate-lr to make the LR images anew.')
@@ -133,26 +140,26 @@ def plan_images(sets: Dict[str, str], spec: BenchSpec, regenerate_lr: bool) -> L
     return images
 
 
-def process_image(image: BenchImage, spec: BenchSpec, needed: frozenset) -> Dict[str, List[common.Record]]:
+def process_image(image: BenchImage, spec: BenchSpec, needed: frozenset) -> Dict[str, List[Record]]:
     """HR and LR records of one benchmark image for the outputs in ``needed``."""
-    original = common.read_image(image.path)
-    hr = common.mod_crop(original, spec.modulo)
-    level = common.FOLDER_PNG_LEVEL
+    original = read_image(image.path)
+    hr = mod_crop(original, spec.modulo)
+    level = FOLDER_PNG_LEVEL
     result = {}
     out = spec.hr_out(image.set_name)
     if out in needed:
         unchanged = hr.shape == original.shape
-        result[out] = [common.png_record(image.stem, hr, level, image.path if unchanged else None)]
+        result[out] = [png_record(image.stem, hr, level, image.path if unchanged else None)]
     for scale in spec.scales:
         out = spec.lr_out(image.set_name, scale)
         if out not in needed:
             continue
         key = f'{image.stem}x{scale}'
         if scale in image.lr_paths:
-            lr = common.read_image(image.lr_paths[scale])
-            result[out] = [common.png_record(key, lr, level, image.lr_paths[scale])]
+            lr = read_image(image.lr_paths[scale])
+            result[out] = [png_record(key, lr, level, image.lr_paths[scale])]
         else:
-            result[out] = [common.png_record(key, common.bicubic_downscale(common.mod_crop(hr, scale), scale), level)]
+            result[out] = [png_record(key, bicubic_downscale(mod_crop(hr, scale), scale), level)]
     return result
 
 
@@ -167,19 +174,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'of the LCM of the scales (default: %(default)s)')
     parser.add_argument('--regenerate-lr', action='store_true',
                         help='make every LR image with imresize even when the distribution ships LR images')
-    common.add_common_arguments(parser)
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     if min(args.scales) < 1:
         raise OptionError(f'--scales {args.scales}: scales must be positive integers.')
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[common.Output]:
+def main(argv: Optional[Sequence[str]] = None) -> List[Output]:
     """Build (or skip, when complete) every set's HR and LR folders, verify them, print a summary; returns outputs."""
     args = parse_args(argv)
     started = time.time()
     scales = sorted(set(args.scales))
-    spec = BenchSpec(args.out, scales, common.lcm(scales) if args.modcrop == 'lcm' else 1)
+    spec = BenchSpec(args.out, scales, math.lcm(*scales) if args.modcrop == 'lcm' else 1)
     sets = find_sets(args.src)
     if args.sets:
         wanted = {CANONICAL_NAMES.get(name.lower(), name) for name in args.sets}
@@ -192,19 +199,19 @@ def main(argv: Optional[Sequence[str]] = None) -> List[common.Output]:
     outputs = []
     for set_name in sets:
         members = [image for image in images if image.set_name == set_name]
-        outputs.append(common.Output(spec.hr_out(set_name), [(i.stem, ) + i.hr_size for i in members]))
+        outputs.append(Output(spec.hr_out(set_name), [(i.stem, ) + i.hr_size for i in members]))
         for scale in scales:
-            outputs.append(common.Output(spec.lr_out(set_name, scale),
+            outputs.append(Output(spec.lr_out(set_name, scale),
                                          [(f'{i.stem}x{scale}', i.hr_size[0] // scale, i.hr_size[1] // scale)
                                           for i in members]))
-    common.build_outputs(outputs, images, partial(process_image, spec=spec), args.workers, args.overwrite,
+    build_outputs(outputs, images, partial(process_image, spec=spec), args.workers, args.overwrite,
                          'benchmark images')
     checks = [
-        common.verify_pair(spec.hr_out(name), spec.lr_out(name, s), s, f'{{}}x{s}', exact=args.modcrop == 'lcm',
+        verify_pair(spec.hr_out(name), spec.lr_out(name, s), s, f'{{}}x{s}', exact=args.modcrop == 'lcm',
                            samples=args.verify_samples) for name in sets for s in scales
     ]
     checks = [f'{name}: ' + check for name, check in zip([n for n in sets for _ in scales], checks)]
-    common.print_summary(f'prepare_benchmarks: {len(images)} images in {len(sets)} sets', outputs, checks, started,
+    print_summary(f'prepare_benchmarks: {len(images)} images in {len(sets)} sets', outputs, checks, started,
                          args.workers)
     return outputs
 

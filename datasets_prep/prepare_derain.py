@@ -28,7 +28,9 @@ from typing import Dict, List, Optional, Sequence
 if __package__ in (None, ''):  # run as ``python datasets_prep/prepare_derain.py``
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from datasets_prep import common  # noqa: E402
+from datasets_prep.cli import add_common_arguments, print_summary  # noqa: E402
+from datasets_prep.outputs import Output  # noqa: E402
+from datasets_prep.pairs import PairJob, pair_folders, prepare_pair_sets  # noqa: E402
 from dckd_basicsr.errors import OptionError, report_option_errors  # noqa: E402
 
 TEST_SETS = ('Test100', 'Rain100H', 'Rain100L', 'Test2800', 'Test1200')
@@ -65,14 +67,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'gt_size N crops fit (some Rain13K images are 481x321; 0 turns it off; default: %(default)s)')
     parser.add_argument('--compress-level', type=int, default=1, choices=range(10),
                         help='PNG compression inside LMDBs (default: %(default)s)')
-    common.add_common_arguments(parser)
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     if not args.train and not args.test:
         parser.error('give --train, --test or both.')
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[common.Output]:
+def main(argv: Optional[Sequence[str]] = None) -> List[Output]:
     """Build (or skip, when complete) the deraining outputs, verify them, print a summary; returns the outputs."""
     args = parse_args(argv)
     started = time.time()
@@ -93,12 +95,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[common.Output]:
 
     sets = []
     for label, folder, out, ext in groups:
-        pairs = common.pair_folders(osp.join(folder, 'input'), osp.join(folder, 'target'))
+        pairs = pair_folders(osp.join(folder, 'input'), osp.join(folder, 'target'))
         pad_to = args.pad_to if label == 'Rain13K train' else 0
-        sets.append((label, pairs, common.PairJob(osp.join(out, 'input' + ext), osp.join(out, 'target' + ext),
+        sets.append((label, pairs, PairJob(osp.join(out, 'input' + ext), osp.join(out, 'target' + ext),
                                                   compress_level=args.compress_level, pad_to=pad_to)))
-    outputs, checks = common.prepare_pair_sets(sets, args)
-    common.print_summary('prepare_derain', outputs, checks, started, args.workers)
+    outputs, checks = prepare_pair_sets(sets, args)
+    print_summary('prepare_derain', outputs, checks, started, args.workers)
     return outputs
 
 

@@ -21,6 +21,7 @@ made, from the whole photo, then cut at the HR positions divided by the scale. W
 the scales (12 for 2, 3, 4; a no-op for DIV2K and Flickr2K), so that LR and HR sub-images cover the same pixels.
 """
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +32,14 @@ from typing import Dict, List, Optional, Sequence
 if __package__ in (None, ''):  # run as ``python datasets_prep/prepare_div2k.py``
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from datasets_prep import common  # noqa: E402
+from datasets_prep.build import build_outputs  # noqa: E402
+from datasets_prep.cli import add_common_arguments, print_summary  # noqa: E402
+from datasets_prep.images import (Record, bicubic_downscale, encode_png, image_size, list_images,  # noqa: E402
+                                  read_image, unique_stems)
+from datasets_prep.outputs import Output, check_lmdb_key  # noqa: E402
+from datasets_prep.sub_images import sub_image_boxes, sub_image_key  # noqa: E402
+from datasets_prep.verify import verify_pair  # noqa: E402
+from basicsr.data.transforms import mod_crop  # noqa: E402
 from dckd_basicsr.errors import OptionError, report_option_errors  # noqa: E402
 
 
@@ -79,21 +87,21 @@ def plan_photos(hr_dirs: Sequence[str], lr_root: Optional[str], scales: Sequence
     """Every HR photo with its (mod-cropped) size and official LR files, after checking all of them."""
     photos, seen = [], {}
     for hr_dir in hr_dirs:
-        for stem, name in common.unique_stems(hr_dir, common.list_images(hr_dir)).items():
+        for stem, name in unique_stems(hr_dir, list_images(hr_dir)).items():
             path = osp.join(hr_dir, name)
             if stem in seen:
                 raise OptionError(f'{path} and {seen[stem]} have the same name; their sub-image keys would clash.')
             seen[stem] = path
-            height, width = common.image_size(path)
+            height, width = image_size(path)
             height, width = height - height % modulo, width - width % modulo
             if min(height, width) < crop:
                 raise OptionError(f'{path} is {height}x{width} (cropped to a multiple of {modulo}), smaller than '
                                   f'the sub-image size {crop}; remove it or lower --crop-size.')
-            common.check_lmdb_key(common.sub_image_key(stem, 1), path)
+            check_lmdb_key(sub_image_key(stem, 1), path)
             lr_paths = {}
             for scale in scales if lr_root else ():
                 lr_paths[scale] = find_lr_file(lr_root, stem, scale)
-                found, expected = common.image_size(lr_paths[scale]), (height // scale, width // scale)
+                found, expected = image_size(lr_paths[scale]), (height // scale, width // scale)
                 if found != expected:
                     raise OptionError(f'{lr_paths[scale]} is {found[0]}x{found[1]}, expected '
                                       f'{expected[0]}x{expected[1]} (HR {path} / {scale}).')
@@ -101,28 +109,28 @@ def plan_photos(hr_dirs: Sequence[str], lr_root: Optional[str], scales: Sequence
     return sorted(photos, key=lambda photo: photo.stem)
 
 
-def extract_photo(photo: Photo, spec: SubImageSpec, needed: frozenset) -> Dict[str, List[common.Record]]:
+def extract_photo(photo: Photo, spec: SubImageSpec, needed: frozenset) -> Dict[str, List[Record]]:
     """Sub-image records of one photo: HR, and LR for every scale whose output is in ``needed``."""
-    hr = common.mod_crop(common.read_image(photo.path), spec.modulo)
+    hr = mod_crop(read_image(photo.path), spec.modulo)
     if hr.shape[:2] != (photo.height, photo.width):
         raise OptionError(f'{photo.path}: decoded size {hr.shape[:2]} differs from its header; the file is damaged.')
-    boxes = common.sub_image_boxes(photo.height, photo.width, spec.crop, spec.step, spec.thresh)
-    keys = [common.sub_image_key(photo.stem, index) for index in range(1, len(boxes) + 1)]
+    boxes = sub_image_boxes(photo.height, photo.width, spec.crop, spec.step, spec.thresh)
+    keys = [sub_image_key(photo.stem, index) for index in range(1, len(boxes) + 1)]
     result = {}
     if spec.hr_out in needed:
-        result[spec.hr_out] = [(key, ) + common.encode_png(hr[y:y + spec.crop, x:x + spec.crop], spec.compress_level)
+        result[spec.hr_out] = [(key, ) + encode_png(hr[y:y + spec.crop, x:x + spec.crop], spec.compress_level)
                                for key, (y, x) in zip(keys, boxes)]
     for scale, out in spec.lr_out.items():
         if out not in needed:
             continue
         if scale in photo.lr_paths:
-            lr = common.read_image(photo.lr_paths[scale])
+            lr = read_image(photo.lr_paths[scale])
             if lr.shape[:2] != (photo.height // scale, photo.width // scale):
                 raise OptionError(f'{photo.lr_paths[scale]}: decoded size {lr.shape[:2]} differs from its header.')
         else:
-            lr = common.bicubic_downscale(hr, scale)
+            lr = bicubic_downscale(hr, scale)
         size = spec.crop // scale
-        result[out] = [(key, ) + common.encode_png(lr[y // scale:y // scale + size, x // scale:x // scale + size],
+        result[out] = [(key, ) + encode_png(lr[y // scale:y // scale + size, x // scale:x // scale + size],
                                                    spec.compress_level) for key, (y, x) in zip(keys, boxes)]
     return result
 
@@ -143,7 +151,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         '(default: %(default)s)')
     parser.add_argument('--compress-level', type=int, default=1, choices=range(10),
                         help='PNG compression inside the LMDBs (default: %(default)s, as make_lmdb_from_imgs)')
-    common.add_common_arguments(parser)
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     if min(args.scales) < 1:
         raise OptionError(f'--scales {args.scales}: scales must be positive integers.')
@@ -155,28 +163,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[common.Output]:
+def main(argv: Optional[Sequence[str]] = None) -> List[Output]:
     """Build (or skip, when complete) the HR and LR LMDBs, verify them and print a summary. Returns the outputs."""
     args = parse_args(argv)
     started = time.time()
     scales = sorted(set(args.scales))
     spec = SubImageSpec(
-        crop=args.crop_size, step=args.step, thresh=args.thresh_size, modulo=common.lcm(scales),
+        crop=args.crop_size, step=args.step, thresh=args.thresh_size, modulo=math.lcm(*scales),
         compress_level=args.compress_level, hr_out=osp.normpath(osp.join(args.out, hr_name(args.prefix))),
         lr_out={s: osp.normpath(osp.join(args.out, lr_name(args.prefix, s))) for s in scales})
     photos = plan_photos(args.hr, args.lr, scales, spec.crop, spec.modulo)
 
-    keys = [common.sub_image_key(photo.stem, index) for photo in photos for index in range(
-        1, 1 + len(common.sub_image_boxes(photo.height, photo.width, spec.crop, spec.step, spec.thresh)))]
-    outputs = [common.Output(spec.hr_out, [(key, spec.crop, spec.crop) for key in keys], spec.compress_level)]
+    keys = [sub_image_key(photo.stem, index) for photo in photos for index in range(
+        1, 1 + len(sub_image_boxes(photo.height, photo.width, spec.crop, spec.step, spec.thresh)))]
+    outputs = [Output(spec.hr_out, [(key, spec.crop, spec.crop) for key in keys], spec.compress_level)]
     for scale in scales:
         size = spec.crop // scale
-        outputs.append(common.Output(spec.lr_out[scale], [(key, size, size) for key in keys], spec.compress_level))
+        outputs.append(Output(spec.lr_out[scale], [(key, size, size) for key in keys], spec.compress_level))
 
-    common.build_outputs(outputs, photos, partial(extract_photo, spec=spec), args.workers, args.overwrite,
+    build_outputs(outputs, photos, partial(extract_photo, spec=spec), args.workers, args.overwrite,
                          'sub-images')
-    checks = [common.verify_pair(spec.hr_out, spec.lr_out[s], s, samples=args.verify_samples) for s in scales]
-    common.print_summary(f'prepare_div2k: {len(photos)} photos from {", ".join(args.hr)}', outputs, checks, started,
+    checks = [verify_pair(spec.hr_out, spec.lr_out[s], s, samples=args.verify_samples) for s in scales]
+    print_summary(f'prepare_div2k: {len(photos)} photos from {", ".join(args.hr)}', outputs, checks, started,
                          args.workers)
     return outputs
 

@@ -28,14 +28,16 @@ from typing import List, Optional, Sequence
 if __package__ in (None, ''):  # run as ``python datasets_prep/prepare_gopro.py``
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from datasets_prep import common  # noqa: E402
+from datasets_prep.cli import add_common_arguments, print_summary  # noqa: E402
+from datasets_prep.outputs import Output  # noqa: E402
+from datasets_prep.pairs import Pair, PairJob, pair_folders, prepare_pair_sets  # noqa: E402
 from dckd_basicsr.errors import OptionError, report_option_errors  # noqa: E402
 
 
-def find_pairs(split_dir: str, blur: str) -> List[common.Pair]:
+def find_pairs(split_dir: str, blur: str) -> List[Pair]:
     """All (blurred, sharp) pairs of one split, official or already paired layout."""
     if osp.isdir(osp.join(split_dir, 'input')) or osp.isdir(osp.join(split_dir, 'target')):
-        return common.pair_folders(osp.join(split_dir, 'input'), osp.join(split_dir, 'target'))
+        return pair_folders(osp.join(split_dir, 'input'), osp.join(split_dir, 'target'))
     sequences = sorted(name for name in os.listdir(split_dir) if osp.isdir(osp.join(split_dir, name)))
     if not sequences:
         raise OptionError(f'{split_dir}: no sequence folders (<sequence>/{blur}, <sequence>/sharp) and no '
@@ -43,7 +45,7 @@ def find_pairs(split_dir: str, blur: str) -> List[common.Pair]:
     pairs = []
     for sequence in sequences:
         folder = osp.join(split_dir, sequence)
-        pairs += common.pair_folders(osp.join(folder, blur), osp.join(folder, 'sharp'), prefix=f'{sequence}_')
+        pairs += pair_folders(osp.join(folder, blur), osp.join(folder, 'sharp'), prefix=f'{sequence}_')
     return pairs
 
 
@@ -61,11 +63,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--thresh-size', type=int, default=0, help='see prepare_div2k.py (default: %(default)s)')
     parser.add_argument('--compress-level', type=int, default=1, choices=range(10),
                         help='PNG compression inside LMDBs (default: %(default)s)')
-    common.add_common_arguments(parser)
+    add_common_arguments(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[common.Output]:
+def main(argv: Optional[Sequence[str]] = None) -> List[Output]:
     """Build (or skip, when complete) the GoPro outputs, verify them, print a summary; returns the outputs."""
     args = parse_args(argv)
     started = time.time()
@@ -80,11 +82,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[common.Output]:
         if split == 'train' and args.crops:
             jobs.append(('train_crops', (args.crop_size, args.step, args.thresh_size), suffix))
         for name, crop, ext in jobs:
-            job = common.PairJob(osp.join(args.out, name, 'input' + ext), osp.join(args.out, name, 'target' + ext),
+            job = PairJob(osp.join(args.out, name, 'input' + ext), osp.join(args.out, name, 'target' + ext),
                                  crop, args.compress_level)
             sets.append((name, pairs, job))
-    outputs, checks = common.prepare_pair_sets(sets, args)
-    common.print_summary(f'prepare_gopro: {args.src}', outputs, checks, started, args.workers)
+    outputs, checks = prepare_pair_sets(sets, args)
+    print_summary(f'prepare_gopro: {args.src}', outputs, checks, started, args.workers)
     return outputs
 
 

@@ -31,6 +31,12 @@ class UnknownTypeError(OptionError, KeyError):
         return self.args[0]
 
 
+class ConversionError(ValueError):
+    """A checkpoint that cannot become a network's weights (raised by the checkpoint converters and by
+    ``SpandrelTeacher``); ``dckd_basicsr.checkpoints.load_pretrained`` turns it into an :class:`OptionError` naming the
+    option and the file."""
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training stopped after ``train.max_nonfinite_steps`` consecutive steps with a NaN/Inf loss term."""
 

@@ -4,7 +4,7 @@
     python scripts/same_weights_as_commit.py --base 32f686d --runs dckd dukd --iters 4
 
 A restructure must not change behaviour: for each run (logits KD, FAKD, DUKD, DCKD, DCKD*, DCKD with Eq. 9, DCKD with
-``train.fast``) the base commit's code (exported with ``git archive`` into a temporary folder) and this tree's code
+``train.fast``, logits KD with progressive patches) the base commit's code (exported with ``git archive`` into a temporary folder) and this tree's code
 each train ``--iters`` iterations from the same option file, seed, data and frozen-network checkpoints, in fresh
 interpreters (``python -m dckd_basicsr.train`` with the tree first on ``PYTHONPATH``), saving at half-way; a second
 run of this tree's code resumes from the half-way checkpoint. The student, its EMA, the history model, the optimizer
@@ -39,7 +39,7 @@ L1 = dict(type='L1Loss', loss_weight=1.0, reduction='mean')
 DCKD_TRAIN = dict(cl_opt=dict(type='ContrasLoss', d_func='L1', loss_weight=0.1, weights=[0.25, 0.5, 1.0]),
                   ce_opt=dict(type='CELoss', loss_weight=0.001, reduction='mean'), num_neg=2, update_decay=0.1,
                   step=[2], gaussian_noise_prob=1, gray_noise_prob=0.5, gaussian_blur_prob=0.5, resize_prob=0.5)
-# name -> (model_type, student, teacher, train-block additions, other top-level additions)
+# name -> (model_type, student, teacher, train-block additions, datasets.train additions)
 RUNS: Dict[str, tuple] = {
     'logits': ('KDModel', RCAN, dict(RCAN, num_block=2), dict(logits_opt=L1), {}),
     'fakd': ('KDModel', RCAN, dict(RCAN, num_block=2),
@@ -55,6 +55,9 @@ RUNS: Dict[str, tuple] = {
                                                                    loss_weight=0.001))), {}),
     'dckdfast': ('DCKDModel', SWIN, dict(SWIN, embed_dim=16),
                  dict(logits_opt=L1, fast=dict(autocast='bf16', channels_last=True), **DCKD_TRAIN), {}),
+    # stage 2 starts after the half-way checkpoint, so the resumed run must pick the schedule up again
+    'progressive': ('KDModel', RCAN, dict(RCAN, num_block=2), dict(logits_opt=L1),
+                    dict(mini_batch_sizes=[2, 1], gt_sizes=[16, 32], iters=[3, 3])),
 }
 
 
@@ -81,12 +84,12 @@ def save_network(net_opt: Dict[str, Any], path: Path, seed: int) -> str:
 
 
 def options(name: str, root: Path, data: Dict[str, str], iters: int) -> Dict[str, Any]:
-    model_type, student, teacher, train_extra, top_extra = RUNS[name]
+    model_type, student, teacher, train_extra, dataset_extra = RUNS[name]
     dataset = dict(name='toy', type='PairedImageDataset', dataroot_gt=data['gt'], dataroot_lq=data['lq'],
                    io_backend=dict(type='disk'))
     opt = dict(name=name, model_type=model_type, scale=2, num_gpu=0, manual_seed=7,
                datasets=dict(train=dict(dataset, gt_size=32, use_hflip=True, use_rot=True, num_worker_per_gpu=0,
-                                        batch_size_per_gpu=2, dataset_enlarge_ratio=1),
+                                        batch_size_per_gpu=2, dataset_enlarge_ratio=1, **dataset_extra),
                              val=dataset),
                network_g=copy.deepcopy(student), network_t=copy.deepcopy(teacher),
                path=dict(pretrain_network_t=save_network(teacher, root / f'{name}_teacher.pth', 1)),
@@ -94,7 +97,7 @@ def options(name: str, root: Path, data: Dict[str, str], iters: int) -> Dict[str
                           scheduler=dict(type='MultiStepLR', milestones=[iters // 2], gamma=0.5), total_iter=iters,
                           warmup_iter=-1, **{'pixel_opt': L1, **copy.deepcopy(train_extra)}),
                val=dict(val_freq=10**6, save_img=False),
-               logger=dict(print_freq=1, save_checkpoint_freq=iters // 2, use_tb_logger=False), **top_extra)
+               logger=dict(print_freq=1, save_checkpoint_freq=iters // 2, use_tb_logger=False))
     if 'cl_opt' in train_extra:
         opt['network_his'] = True
         opt['network_vqgan'] = copy.deepcopy(VQGAN)
@@ -173,7 +176,7 @@ def main(argv=None) -> int:
                 diff = differences(results['base'], results[label])
                 failed |= bool(diff)
                 verdict = 'bit-identical' if not diff else f'{len(diff)} differ: {", ".join(diff[:6])}'
-                print(f'{name:9s} base vs {label:14s}: {verdict}', flush=True)
+                print(f'{name:11s} base vs {label:14s}: {verdict}', flush=True)
     return 1 if failed else 0
 
 

@@ -11,15 +11,16 @@ import torch
 import torch.nn.functional as F
 
 import dckd_basicsr  # noqa: F401  (registers the archs)
+import basicsr.models
 from basicsr.archs import build_network
 from basicsr.models.base_model import BaseModel
 
-from conftest import TABLE1, count_built
+from helpers import TABLE1, count_built
 from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from dckd_basicsr.archs.nafnet_arch import LayerNorm2d, LocalAvgPool2d, NAFNet, NAFNetLocal
 from dckd_basicsr.archs.restormer_arch import LayerNorm, Restormer
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.training.progressive import ProgressivePatchSchedule, attach_progressive_patches
+from dckd_basicsr.training.progressive import ProgressivePatches, ProgressivePatchSchedule
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -271,7 +272,7 @@ def test_progressive_option_errors():
             ProgressivePatchSchedule.from_options({'scale': 1, 'datasets': {'train': dict(train, **bad)}})
 
 
-def test_attach_progressive_patches_to_srmodel():
+def test_progressive_patches_on_srmodel():
     opt = {
         'is_train': True, 'num_gpu': 0, 'dist': False, 'scale': 1, 'model_type': 'SRModel',
         'network_g': dict(type='NAFNet', width=4, middle_blk_num=1, enc_blk_nums=[1], dec_blk_nums=[1]),
@@ -282,8 +283,8 @@ def test_attach_progressive_patches_to_srmodel():
                   'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
                   'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
     }
-    model = MODEL_REGISTRY.get('SRModel')(opt)
-    assert attach_progressive_patches(model, opt) is not None
+    model = basicsr.models.build_model(opt)  # the plugin's build_model adds the mixin when the options ask for it
+    assert isinstance(model, ProgressivePatches) and type(model).__name__ == 'SRModel'
     data = {'lq': torch.rand(4, 3, 32, 32), 'gt': torch.rand(4, 3, 32, 32)}
     model.feed_data(data)
     model.optimize_parameters(1)
@@ -294,7 +295,8 @@ def test_attach_progressive_patches_to_srmodel():
     model.feed_data({'lq': torch.rand(1, 3, 40, 24)})  # validation path: feed_data + test, untouched
     model.test()
     assert model.output.shape == (1, 3, 40, 24)
-    assert attach_progressive_patches(model, dict(opt, datasets={'train': {'gt_size': 32}})) is None
+    plain = basicsr.models.build_model(dict(opt, datasets={'train': {'gt_size': 32}}))
+    assert type(plain) is MODEL_REGISTRY.get('SRModel')
 
 
 # ---------------------------------------------------------------- a shipped option file, trained

@@ -15,7 +15,7 @@ import torch
 from basicsr.archs.edsr_arch import EDSR
 from basicsr.archs.rcan_arch import RCAN
 from basicsr.archs.swinir_arch import SwinIR
-from conftest import arch_args, run, tiny_network, write_options
+from helpers import arch_args, run, tiny_network, write_options
 
 from dckd_basicsr.commands import convert
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
@@ -567,8 +567,9 @@ def test_convert_command_rcan_official(tmp_path):
     torch.save(to_official_rcan(source), tmp_path / 'RCAN_BIX3.pt')
     out = tmp_path / 'rcan_x3.pth'
     proc = run([
-        sys.executable, '-m', 'dckd_basicsr.commands.convert', '--format', 'rcan_official', 'RCAN_BIX3.pt', 'rcan_x3.pth',
-        '--arch', 'RCAN', '--arch-opt', 'num_feat=16', 'num_group=2', 'num_block=3', 'squeeze_factor=4', 'upscale=3'
+        sys.executable, '-m', 'dckd_basicsr.commands.convert', '--format', 'rcan_official', 'RCAN_BIX3.pt',
+        'rcan_x3.pth', '--arch', 'RCAN', '--arch-opt', 'num_feat=16', '--arch-opt', 'num_group=2', '--arch-opt',
+        'num_block=3', '--arch-opt', 'squeeze_factor=4', '--arch-opt', 'upscale=3'
     ],
                cwd=tmp_path)
     assert 'Loading RCAN_BIX3.pt (format rcan_official)' in proc.stdout
@@ -582,8 +583,8 @@ def test_convert_command_rcan_official(tmp_path):
     with pytest.raises(OptionError, match='set upscale: 3'):
         convert.main([
             str(tmp_path / 'RCAN_BIX3.pt'),
-            str(tmp_path / 'bad.pth'), '--arch', 'RCAN', '--arch-opt', 'num_feat=16', 'num_group=2', 'num_block=3',
-            'squeeze_factor=4', 'upscale=4'
+            str(tmp_path / 'bad.pth'), '--arch', 'RCAN', '--arch-opt', 'num_feat=16', '--arch-opt', 'num_group=2',
+            '--arch-opt', 'num_block=3', '--arch-opt', 'squeeze_factor=4', '--arch-opt', 'upscale=4'
         ])
     assert not (tmp_path / 'bad.pth').exists()
 
@@ -608,7 +609,7 @@ def convert_and_compare(tmp_path, official: dict, source: torch.nn.Module, expec
     torch.save(official, tmp_path / 'official.pt')
     written = {}
     for name, args in (('given', ['--format', fmt]), ('auto', []),
-                       ('arch', ['--arch', expected['type'], '--arch-opt', *arch_opt])):
+                       ('arch', ['--arch', expected['type']] + [a for item in arch_opt for a in ('--arch-opt', item)])):
         out = tmp_path / f'{name}.pth'
         report = convert.main([*args, str(tmp_path / 'official.pt'), str(out)])
         assert report['format'] == fmt
@@ -673,16 +674,16 @@ def test_convert_inference_errors(tmp_path):
     assert not (tmp_path / 'out.pth').exists()
 
 
-def test_convert_arch_opt_does_not_swallow_the_files():
+def test_convert_arch_opt_is_one_key_value_per_flag():
     expected = ('in.pt', 'out.pth', ['num_group=2', 'num_block=3'])
-    for argv in (['--arch', 'RCAN', '--arch-opt', 'num_group=2', 'num_block=3', 'in.pt', 'out.pth'],
-                 ['--arch', 'RCAN', '--arch-opt', 'num_group=2', '--arch-opt', 'num_block=3', 'in.pt', 'out.pth'],
-                 ['--arch', 'RCAN', '--arch-opt', 'num_group=2', 'num_block=3', '--', 'in.pt', 'out.pth'],
-                 ['in.pt', 'out.pth', '--arch', 'RCAN', '--arch-opt', 'num_group=2', 'num_block=3'],
-                 ['in.pt', '--arch-opt', 'num_group=2', 'num_block=3', 'out.pth', '--arch', 'RCAN']):
+    for argv in (['--arch', 'RCAN', '--arch-opt', 'num_group=2', '--arch-opt', 'num_block=3', 'in.pt', 'out.pth'],
+                 ['in.pt', 'out.pth', '--arch', 'RCAN', '--arch-opt', 'num_group=2', '--arch-opt', 'num_block=3'],
+                 ['in.pt', '--arch-opt', 'num_group=2', 'out.pth', '--arch-opt', 'num_block=3', '--arch', 'RCAN']):
         args = convert.parse_args(argv)
         assert (args.input, args.output, args.arch_opt) == expected, argv
-    for argv in (['--arch-opt', 'a=1', 'in.pt'], ['--arch-opt', 'a=1', 'in.pt', 'out.pth', 'extra']):
+    # several items after one flag (the form before action='append') is an argparse error
+    for argv in (['--arch-opt', 'a=1', 'b=2', 'in.pt', 'out.pth'], ['--arch-opt', 'a=1', 'in.pt'],
+                 ['--arch-opt', 'a=1', 'in.pt', 'out.pth', 'extra']):
         with pytest.raises(SystemExit):
             convert.parse_args(argv)
 

@@ -15,8 +15,13 @@ import pytest
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from datasets_prep import common, make_demo_data, prepare_benchmarks, prepare_derain, prepare_div2k  # noqa: E402
+from datasets_prep import make_demo_data, prepare_benchmarks, prepare_derain, prepare_div2k  # noqa: E402
 from datasets_prep import prepare_gopro  # noqa: E402
+from datasets_prep.images import IMG_EXTENSIONS, bicubic_downscale  # noqa: E402
+from datasets_prep.outputs import lmdb_keys, read_lmdb_meta  # noqa: E402
+from datasets_prep.sub_images import crop_starts, sub_image_boxes  # noqa: E402
+from datasets_prep.verify import paired_dataset  # noqa: E402
+from basicsr.data.transforms import mod_crop  # noqa: E402
 from basicsr.utils import img2tensor  # noqa: E402
 from basicsr.utils.matlab_functions import imresize  # noqa: E402
 from dckd_basicsr.errors import OptionError  # noqa: E402
@@ -64,22 +69,22 @@ def snapshot(folder):
 # ------------------------------------------------------------------------------------------------------ helpers
 def test_crop_starts_follow_basicsr_recipe():
     # DIV2K 0004 is 1344x2040: 5 x 8 = 40 sub-images of 480 with step 240, the last one flush with the border
-    assert common.crop_starts(1344, 480, 240) == [0, 240, 480, 720, 864]
-    assert common.crop_starts(2040, 480, 240) == [0, 240, 480, 720, 960, 1200, 1440, 1560]
-    assert len(common.sub_image_boxes(1344, 2040, 480, 240)) == 40
-    assert common.crop_starts(500, 480, 240, thresh=30) == [0]  # 20 px left over <= threshold: dropped
-    assert common.crop_starts(500, 480, 240, thresh=10) == [0, 20]
-    assert common.crop_starts(480, 480, 240) == [0]
+    assert crop_starts(1344, 480, 240) == [0, 240, 480, 720, 864]
+    assert crop_starts(2040, 480, 240) == [0, 240, 480, 720, 960, 1200, 1440, 1560]
+    assert len(sub_image_boxes(1344, 2040, 480, 240)) == 40
+    assert crop_starts(500, 480, 240, thresh=30) == [0]  # 20 px left over <= threshold: dropped
+    assert crop_starts(500, 480, 240, thresh=10) == [0, 20]
+    assert crop_starts(480, 480, 240) == [0]
 
 
 def test_bicubic_downscale_is_rounded_imresize():
     img = make_image(24, 36, seed=0)
-    lr = common.bicubic_downscale(img, 3)
+    lr = bicubic_downscale(img, 3)
     assert lr.dtype == np.uint8 and lr.shape == (8, 12, 3)
     np.testing.assert_array_equal(lr, matlab_lr(img, 3))
-    np.testing.assert_array_equal(common.bicubic_downscale(np.full((8, 8), 77, np.uint8), 4), np.full((2, 2), 77))
+    np.testing.assert_array_equal(bicubic_downscale(np.full((8, 8), 77, np.uint8), 4), np.full((2, 2), 77))
     with pytest.raises(ValueError, match='mod-crop'):
-        common.bicubic_downscale(make_image(25, 36, seed=0), 3)
+        bicubic_downscale(make_image(25, 36, seed=0), 3)
 
 
 # ----------------------------------------------------------------------------------------------------- DIV2K
@@ -108,7 +113,7 @@ def test_div2k_layout_and_meta_info(div2k):
     for name, size in zip(names, (16, 8, 4)):
         with open(osp.join(out, name, 'meta_info.txt')) as f:
             assert f.read().splitlines() == [f'{key}.png ({size},{size},3) 1' for key in keys]
-        assert sorted(common.lmdb_keys(osp.join(out, name))) == keys
+        assert sorted(lmdb_keys(osp.join(out, name))) == keys
 
 
 def test_div2k_sub_images_and_exact_bicubic_lr(div2k):
@@ -125,7 +130,7 @@ def test_div2k_sub_images_and_exact_bicubic_lr(div2k):
 
 def test_div2k_lmdb_round_trips_through_paired_image_dataset(div2k):
     _, hr, out, _ = div2k
-    dataset = common.paired_dataset(osp.join(out, 'DIV2K_train_HR_sub.lmdb'),
+    dataset = paired_dataset(osp.join(out, 'DIV2K_train_HR_sub.lmdb'),
                                     osp.join(out, 'DIV2K_train_LR_bicubic_X4_sub.lmdb'), 4)
     assert len(dataset) == 27
     item = dataset[13]  # sorted keys: a_s001..a_s012, b_s001, b_s002
@@ -155,7 +160,7 @@ def test_div2k_pool_gives_identical_lmdbs(div2k):
     for name in os.listdir(out):
         with open(osp.join(out, name, 'meta_info.txt')) as f, open(osp.join(pooled, name, 'meta_info.txt')) as g:
             assert f.read() == g.read()
-        for key in common.lmdb_keys(osp.join(out, name)):
+        for key in lmdb_keys(osp.join(out, name)):
             np.testing.assert_array_equal(lmdb_image(osp.join(out, name), key), lmdb_image(osp.join(pooled, name), key))
 
 
@@ -251,8 +256,8 @@ def test_benchmarks_layout_exact_lr_and_shipped_lr(bench_src, tmp_path):
         for scale in (3, ) if set_name == 'Set5' else (2, 3):
             lr = cv2.imread(osp.join(out, set_name, 'LR_bicubic', f'X{scale}', f'{name}x{scale}.png'),
                             cv2.IMREAD_UNCHANGED)
-            np.testing.assert_array_equal(lr, matlab_lr(common.mod_crop(hr, scale), scale))
-    dataset = common.paired_dataset(osp.join(out, 'B100', 'HR'), osp.join(out, 'B100', 'LR_bicubic', 'X3'), 3, '{}x3')
+            np.testing.assert_array_equal(lr, matlab_lr(mod_crop(hr, scale), scale))
+    dataset = paired_dataset(osp.join(out, 'B100', 'HR'), osp.join(out, 'B100', 'LR_bicubic', 'X3'), 3, '{}x3')
     item = dataset[0]
     assert len(dataset) == 1 and item['lq'].shape == (3, 9, 11) and item['gt'].shape == (3, 27, 33)
 
@@ -312,7 +317,7 @@ def test_gopro_official_layout_to_folders_and_crop_lmdbs(tmp_path):
     np.testing.assert_array_equal(lmdb_image(osp.join(out, 'train', 'input.lmdb'), 'GOPR0374_11_01_000047'),
                                   frames[('GOPR0374_11_01', '000047', 'blur')])
     # 40x56 frames, crop 16 step 12: 3 rows x 5 columns, s015 is flush with the bottom-right corner
-    crops = common.read_lmdb_meta(osp.join(out, 'train_crops', 'target.lmdb'))
+    crops = read_lmdb_meta(osp.join(out, 'train_crops', 'target.lmdb'))
     assert len(crops) == 4 * 15 and crops[0] == ('GOPR0372_07_00_000047_s001', (16, 16, 3))
     np.testing.assert_array_equal(lmdb_image(osp.join(out, 'train_crops', 'target.lmdb'), 'GOPR0372_07_00_000048_s015'),
                                   frames[('GOPR0372_07_00', '000048', 'sharp')][24:, 40:])
@@ -344,7 +349,7 @@ def test_derain_pairs_convert_jpeg_and_name_unpaired_files(tmp_path):
     padded = cv2.imread(osp.join(out, 'Rain13K', 'train', 'input', '1.png'))
     np.testing.assert_array_equal(padded[:20], rainy)
     np.testing.assert_array_equal(padded[20:], rainy[[19, 18]])  # reflection: row 20 = row 19, row 21 = row 18
-    dataset = common.paired_dataset(osp.join(out, 'Rain13K', 'train', 'target'),
+    dataset = paired_dataset(osp.join(out, 'Rain13K', 'train', 'target'),
                                     osp.join(out, 'Rain13K', 'train', 'input'), 1)
     assert len(dataset) == 1 and dataset[0]['lq'].shape == (3, 22, 24)
     assert cv2.imread(osp.join(out, 'Derain', 'Rain100L', 'input', 'a.png')).shape[:2] == (16, 12)
@@ -362,7 +367,7 @@ def test_make_demo_data(tmp_path):
     assert sorted(os.listdir(osp.join(out, 'DIV2K'))) == ['DIV2K_train_HR_sub.lmdb',
                                                           'DIV2K_train_LR_bicubic_X2_sub.lmdb',
                                                           'DIV2K_train_LR_bicubic_X4_sub.lmdb']
-    meta = common.read_lmdb_meta(osp.join(out, 'DIV2K', 'DIV2K_train_LR_bicubic_X4_sub.lmdb'))
+    meta = read_lmdb_meta(osp.join(out, 'DIV2K', 'DIV2K_train_LR_bicubic_X4_sub.lmdb'))
     assert len(meta) == 178 and {shape for _, shape in meta} == {(48, 48, 3)}
     train_photos = {key.rsplit('_s', 1)[0] for key, _ in meta}
     assert train_photos == {'astronaut', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry'}
@@ -370,7 +375,7 @@ def test_make_demo_data(tmp_path):
     assert sorted(os.listdir(osp.join(test_dir, 'HR'))) == ['camera.png', 'chelsea.png', 'motorcycle.png']
     assert sorted(os.listdir(osp.join(test_dir, 'LR_bicubic', 'X4'))) == ['camerax4.png', 'chelseax4.png',
                                                                           'motorcyclex4.png']
-    dataset = common.paired_dataset(osp.join(test_dir, 'HR'), osp.join(test_dir, 'LR_bicubic', 'X2'), 2, '{}x2')
+    dataset = paired_dataset(osp.join(test_dir, 'HR'), osp.join(test_dir, 'LR_bicubic', 'X2'), 2, '{}x2')
     shapes = {osp.basename(item['gt_path']): (item['gt'].shape, item['lq'].shape) for item in dataset}
     assert shapes == {'camera.png': ((3, 512, 512), (3, 256, 256)), 'chelsea.png': ((3, 300, 450), (3, 150, 225)),
                       'motorcycle.png': ((3, 500, 740), (3, 250, 370))}
@@ -392,5 +397,5 @@ def test_script_runs_from_the_command_line_and_reports_bad_input_in_one_line(tmp
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip() == f'prepare_benchmarks.py: error: {tmp_path / "src" / "Set5" / "HR"}: no images found ' \
-        f'(expected {", ".join(common.IMG_EXTENSIONS)} files).'
+        f'(expected {", ".join(IMG_EXTENSIONS)} files).'
     assert not osp.exists(tmp_path / 'out')

@@ -6,7 +6,7 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
-from conftest import arch_args, batch, dckd_options, tiny_network, write_checkpoints
+from helpers import arch_args, batch, dckd_options, tiny_network, write_checkpoints
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder

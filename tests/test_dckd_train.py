@@ -13,7 +13,7 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
-from conftest import REPO, dckd_train_options, tiny_network
+from helpers import REPO, dckd_train_options, tiny_network
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.archs.vqgan_arch import VQGANEncoder

@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import BIN, run
+from helpers import BIN, run
 from dckd_basicsr.commands import demo
+from dckd_basicsr.integration import training_log
 
 
 def _train_line(step: int) -> str:
@@ -17,7 +18,7 @@ def _train_line(step: int) -> str:
 
 
 def test_log_parsing_reads_iterations_and_validation_curves(tmp_path):
-    assert int(demo.ITER_RE.search(_train_line(1234)).group(1).replace(',', '')) == 1234
+    assert int(training_log.ITER_RE.search(_train_line(1234)).group(1).replace(',', '')) == 1234
     def validation(psnr: float, best_iter: int) -> List[str]:
         return ['2026-11-26 15:13:15,000 INFO: Validation Demo\n',
                 f'\t # psnr: {psnr:.4f}\tBest: {psnr:.4f} @ {best_iter} iter\n']

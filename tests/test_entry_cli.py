@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from conftest import BIN, PYTHON, run, sr_train_options, write_options
-from dckd_basicsr.integration.entry_points import command_line_parser
+from helpers import BIN, PYTHON, run, sr_train_options, write_options
+from dckd_basicsr.integration.command_line import command_line_parser
 
 
 def test_train_and_test_parsers_have_their_own_descriptions_and_flags():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, PYTHON, REPO, dckd_train_options, free_port, run, sr_train_options, write_options
+from helpers import BIN, PYTHON, REPO, dckd_train_options, free_port, run, sr_train_options, write_options
 
 pytestmark = pytest.mark.slow  # every test here trains in fresh interpreters, over 5 s each
 
@@ -193,7 +193,8 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path, toy_dat
 
 @pytest.mark.parametrize('command, update, expected', [
     ([PYTHON, '-m', 'basicsr.train'], {'model_type': 'DCKModel'},
-     ["model_type: no model named 'DCKModel' is registered.", 'Did you mean: DCKDModel', 'All registered model names:']),
+     ["model_type: no model named 'DCKModel' is registered.", 'Did you mean: DCKDModel',
+      'All registered model names:']),
     ([PYTHON, '-m', 'dckd_basicsr.train'], {'network_g__type': 'MSRResNett'},
      ["network_g.type: no arch named 'MSRResNett'", 'Did you mean: MSRResNet?', 'dckd-basicsr arch names: ']),
     ([PYTHON, '-m', 'basicsr.train'], {'train__pixel_opt__type': 'L1Los'},

@@ -1,15 +1,16 @@
-"""dckd-export (dckd_basicsr/commands/export.py): ONNX and TorchScript round trips at sizes other than the export size and no
-multiple of the window, spandrel files that spandrel loads and runs like the student, clear errors."""
+"""dckd-export (dckd_basicsr/commands/export.py): ONNX and TorchScript round trips at sizes other than the export
+size and no multiple of the window, spandrel files that spandrel loads and runs like the student, clear errors."""
 import numpy as np
 import pytest
 import torch
 from basicsr.archs import build_network
-from conftest import BIN, run, tiny_network, write_options
+from helpers import BIN, run, tiny_network, write_options
 
+from dckd_basicsr.archs.padding import PaddedNetwork, padded_forward
+from dckd_basicsr.checkpoints.spandrel_export import spandrel_state_dict
+from dckd_basicsr.checkpoints.students import load_student
+from dckd_basicsr.commands.export import check_sizes, export, export_onnx, main
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.commands.export import PaddedNetwork, check_sizes, export, export_onnx, main, spandrel_state_dict
-from dckd_basicsr.commands.infer import load_student
-from dckd_basicsr.archs.padding import padded_forward
 
 SWINIR = tiny_network('swinir_student', depths=[2])  # window 4, a shifted-window block (attention mask)
 NAFNET = dict(type='NAFNet', img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])
@@ -132,7 +133,7 @@ def test_unexportable_op_is_named(tmp_path):
 
     with pytest.raises(OptionError, match=r'Odd cannot be exported to ONNX \(opset 18\): the exporter stopped at '
                        r'operator dckd_test\.mystery\.default'):
-        export_onnx(PaddedNetwork(Odd(), 1, 1), str(tmp_path / 'odd.onnx'), 3, (8, 8), [(8, 8)], arch='Odd')
+        export_onnx(PaddedNetwork(Odd(), 1), str(tmp_path / 'odd.onnx'), 3, (8, 8), [(8, 8)], arch='Odd')
     assert not (tmp_path / 'odd.onnx').exists()
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from basicsr.models import build_model
 
-from conftest import basicsr_messages, batch, dckd_options, kd_options, tiny_network, write_checkpoints
+from helpers import basicsr_messages, batch, dckd_options, kd_options, tiny_network, write_checkpoints
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr.training import fast as fast_settings
+from dckd_basicsr.training import precision
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.training.resume import check_resume
 
@@ -35,7 +35,7 @@ def loss_values(tmp_path, files, seed, **fast):
     torch.manual_seed(0)
     model = build_model(dckd_options(tmp_path, files, fast=fast))
     model.feed_data(batch(seed))
-    with model.model_random_stream(), torch.no_grad(), model.fast.amp():
+    with model.model_random_stream(), torch.no_grad(), model.precision.step_autocast():
         model.output = model.net_g(model.lq).float()
         model.run_teacher()
         return {key: value.item() for key, value in model.compute_losses(1).items()}
@@ -65,7 +65,7 @@ def test_amp_runs_the_student_in_low_precision_and_keeps_fp32_state(tmp_path, fi
         assert all(p.dtype == torch.float32 for p in net.state_dict().values() if p.is_floating_point())
     state = next(iter(model.optimizer_g.state.values()))
     assert state['exp_avg'].dtype == state['exp_avg_sq'].dtype == torch.float32
-    assert model.fast.get('autocast') == 'bf16'  # amp implies autocast of the frozen networks
+    assert model.precision.autocast == 'bf16'  # amp implies autocast of the frozen networks
 
 
 def test_amp_with_autocast_false_keeps_the_frozen_networks_in_fp32(tmp_path, files):
@@ -73,7 +73,7 @@ def test_amp_with_autocast_false_keeps_the_frozen_networks_in_fp32(tmp_path, fil
     dtypes = []
     model.net_t.conv_first.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     model.feed_data(batch(0))
-    with model.fast.amp():
+    with model.precision.step_autocast():
         model.run_teacher()
     assert dtypes == [torch.float32]
 
@@ -111,17 +111,17 @@ def test_amp_trains_saves_and_resumes_exactly(tmp_path, files, amp):
     train(model, (3, 4))
     again = resumed(opt, 2)
     if amp == 'fp16':
-        assert again.fast.scaler.state_dict() == torch.load(f"{opt['path']['training_states']}/2.state",
+        assert again.precision.scaler.state_dict() == torch.load(f"{opt['path']['training_states']}/2.state",
                                                             weights_only=True)['scaler']
     train(again, (3, 4))
     assert all(abs(value) < 10 for value in model.log_dict.values())
     assert_same_networks(model, again)
     if amp == 'fp16':
-        assert again.fast.scaler.state_dict() == model.fast.scaler.state_dict()
+        assert again.precision.scaler.state_dict() == model.precision.scaler.state_dict()
 
 
 def set_scale(model, scale, growth_tracker=0):
-    scaler = model.fast.scaler
+    scaler = model.precision.scaler
     scaler.load_state_dict(dict(scaler.state_dict(), scale=scale, _growth_tracker=growth_tracker))
 
 
@@ -130,7 +130,7 @@ def test_grad_scaler_state_survives_a_resume(tmp_path, files):
     model = build_model(copy.deepcopy(opt))
     set_scale(model, 1024.0, growth_tracker=7)  # as after overflows and 7 good steps
     model.save(0, 1)
-    state = resumed(opt, 1).fast.scaler.state_dict()
+    state = resumed(opt, 1).precision.scaler.state_dict()
     assert state['scale'] == 1024.0 and state['_growth_tracker'] == 7
 
 
@@ -146,7 +146,7 @@ def test_scaler_overflow_is_not_a_bad_step_but_a_nan_loss_is(tmp_path, files):
     before = snapshot(model)
     set_scale(model, 2.0**127)  # the scaled loss overflows even in fp32: every gradient is inf
     train(model, (2, ))
-    assert model.fast.overflow and model.fast.scaler.get_scale() == 2.0**126  # skipped by the scaler, scale halved
+    assert model.precision.overflow and model.precision.scaler.get_scale() == 2.0**126  # skipped by the scaler, scale halved
     assert all(torch.isfinite(torch.tensor(value)) for value in model.log_dict.values())
     assert model.nonfinite.in_a_row == 0  # not counted towards train.max_nonfinite_steps
     assert all(torch.equal(before[key], value) for key, value in snapshot(model).items())
@@ -164,11 +164,11 @@ def test_scaler_overflow_is_not_a_bad_step_but_a_nan_loss_is(tmp_path, files):
         train(model, (3, ))
     assert model.nonfinite.in_a_row == 1  # a real NaN still counts
     assert any(record.startswith('iter 3: non-finite loss (l_kd = nan)') for record in records)
-    assert model.fast.scaler.get_scale() == 256.0  # the scaler saw no step
+    assert model.precision.scaler.get_scale() == 256.0  # the scaler saw no step
     assert all(torch.equal(before[key], value) for key, value in snapshot(model).items())
     model.compute_losses = original
     train(model, (4, ))
-    assert model.nonfinite.in_a_row == 0 and not model.fast.overflow
+    assert model.nonfinite.in_a_row == 0 and not model.precision.overflow
     assert any(not torch.equal(before[key], value) for key, value in snapshot(model).items())
 
 
@@ -207,7 +207,7 @@ def test_dukd_carries_step_1_gradients_at_the_right_scale(tmp_path):
 
 
 def test_fp16_without_support_is_one_clear_message(tmp_path, files, monkeypatch):
-    monkeypatch.setattr(fast_settings, 'fp16_supported', lambda device: False)
+    monkeypatch.setattr(precision, 'fp16_supported', lambda device: False)
     with pytest.raises(OptionError, match=r'train.fast.amp: fp16; torch .* has no fp16 autocast on cpu; use bf16'):
         build_model(dckd_options(tmp_path, files, fast=dict(amp='fp16')))
 

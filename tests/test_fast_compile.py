@@ -3,7 +3,7 @@ its checkpoints load into uncompiled networks strictly, and where compilation is
 uncompiled after one warning (or stops with ``compile_strict``).
 
 Compiling costs seconds per network on a 2-core CPU, so the real compilation runs on one tiny pair (MSRResNet x2);
-the DCKD encoder's blocks compile the same way (``FastSettings.compile(..., blocks=...)``, exercised by
+the DCKD encoder's blocks compile the same way (``Compiler.compile(..., blocks=...)``, exercised by
 benchmarks/bench_step.py).
 """
 import copy
@@ -13,10 +13,10 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 
-from conftest import basicsr_messages, batch, kd_options, tiny_network
+from helpers import basicsr_messages, batch, kd_options, tiny_network
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr.training import fast as fast_settings
+from dckd_basicsr.training import compilation
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.training.resume import check_resume
 
@@ -69,7 +69,7 @@ def test_a_compiled_run_trains_validates_saves_and_resumes(tmp_path):
 
 
 def test_unavailable_compilation_warns_once_and_trains_uncompiled(tmp_path, monkeypatch):
-    monkeypatch.setattr(fast_settings, 'compile_unavailable', lambda device: 'no C++ compiler for inductor (test)')
+    monkeypatch.setattr(compilation, 'compile_unavailable', lambda device: 'no C++ compiler for inductor (test)')
     exact, _ = kd_model(tmp_path / 'exact')
     with basicsr_messages() as messages:
         model, _ = kd_model(tmp_path / 'compiled', compile=True)
@@ -84,7 +84,7 @@ def test_unavailable_compilation_warns_once_and_trains_uncompiled(tmp_path, monk
 
 
 def test_unavailable_compilation_is_an_error_with_compile_strict(tmp_path, monkeypatch):
-    monkeypatch.setattr(fast_settings, 'compile_unavailable', lambda device: 'no C++ compiler for inductor (test)')
+    monkeypatch.setattr(compilation, 'compile_unavailable', lambda device: 'no C++ compiler for inductor (test)')
     with pytest.raises(OptionError, match=r'train.fast.compile: network_g cannot be compiled: no C\+\+ compiler'):
         kd_model(tmp_path, compile=True, compile_strict=True)
 
@@ -116,7 +116,7 @@ def test_a_compilation_failing_at_the_first_call_falls_back_to_the_plain_forward
 def test_dckd_compiles_student_teacher_history_and_the_encoder_blocks_in_place(tmp_path):
     """Which modules DCKD compiles (compilation itself is lazy: nothing is called here), and that compiling in place
     leaves every state_dict key as it was."""
-    from conftest import dckd_options, write_checkpoints
+    from helpers import dckd_options, write_checkpoints
 
     from dckd_basicsr.archs.vqgan_arch import AttnBlock, Downsample, ResnetBlock
     model = build_model(dckd_options(tmp_path, write_checkpoints(tmp_path), fast=dict(compile=True)))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from basicsr.models import build_model
 
-from conftest import arch_args, batch, dckd_options, tiny_network, write_checkpoints
+from helpers import arch_args, batch, dckd_options, tiny_network, write_checkpoints
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.archs import vqgan_arch
@@ -183,7 +183,7 @@ def test_autocast_and_channels_last_stay_within_the_documented_tolerance(tmp_pat
         with torch.no_grad():
             model.output = model.net_g(model.lq)
             model.run_teacher()
-            model.restore_negatives = (lambda m: lambda: m.fast.run(m.net_his, noisy))(model)
+            model.restore_negatives = (lambda m: lambda: m.frozen.run(m.net_his, noisy))(model)
             terms[name] = encoder_terms(model)
             terms[name]['teacher'] = model.output_t
     assert terms['fast']['teacher'].dtype == torch.float32 and terms['fast']['teacher'].is_contiguous()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from basicsr.models import build_model
 
-from conftest import load_option_file
+from helpers import load_option_file
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.checkpoints import load_pretrained

@@ -9,11 +9,14 @@ import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.utils import img2tensor, tensor2img
-from conftest import BIN, run, tiny_network, write_options
+from helpers import BIN, run, tiny_network, write_options
 
 from dckd_basicsr.checkpoints.detect import detect_network
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.commands.infer import check_dtype, load_student, main, output_path, restore
+from dckd_basicsr.checkpoints.students import load_student
+from dckd_basicsr.commands.image_io import output_path
+from dckd_basicsr.commands.infer import check_dtype, main
+from dckd_basicsr.commands.tiling import restore
 
 NAFNET = dict(type='NAFNet', img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])
 RESTORMER = dict(type='Restormer', dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 2, 4],

@@ -12,7 +12,7 @@ from basicsr.models import build_model
 from basicsr.utils.matlab_functions import imresize
 from torch.nn import functional as F
 
-from conftest import (REPO, batch, generator_module, in_process, kd_options, load_option_file, run,
+from helpers import (REPO, batch, generator_module, in_process, kd_options, load_option_file, run,
                       save_random_network, tiny_network)
 
 import dckd_basicsr  # noqa: F401

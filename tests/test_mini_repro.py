@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 spec = importlib.util.spec_from_file_location('mini_repro', REPO / 'benchmarks' / 'mini_repro.py')
 mini_repro = importlib.util.module_from_spec(spec)

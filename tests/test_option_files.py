@@ -8,7 +8,7 @@ from os import path as osp
 import pytest
 from basicsr.archs import build_network
 
-from conftest import REPO, TABLE1, count_built, flatten, generator_module, load_option_file
+from helpers import REPO, TABLE1, count_built, flatten, generator_module, load_option_file
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.errors import OptionError

@@ -6,13 +6,13 @@ import zipfile
 
 import pytest
 
-from conftest import PYTHON, REPO, run
+from helpers import PYTHON, REPO, run
 
 import dckd_basicsr  # noqa: F401  (registers the plugin; the tests below check what that did)
-from dckd_basicsr.integration import patches as compat
-from dckd_basicsr.training import resume
 from dckd_basicsr.errors import OptionError, UnknownTypeError
-from dckd_basicsr.integration.option_checks import registered_plugin_names
+from dckd_basicsr.integration import patches
+from dckd_basicsr.integration.registry_lookup import registered_plugin_names
+from dckd_basicsr.training import resume
 
 REGISTRIES = {'archs': ('ARCH_REGISTRY', '_arch.py'), 'losses': ('LOSS_REGISTRY', '_loss.py'),
               'models': ('MODEL_REGISTRY', '_model.py')}
@@ -96,7 +96,8 @@ def test_regular_non_editable_install_ships_and_runs_the_hook(tmp_path):
     wheel = next(wheel_dir.glob('dckd_basicsr-*.whl'))
     names = zipfile.ZipFile(wheel).namelist()
     assert 'dckd_basicsr_hook.pth' in names and 'dckd_basicsr_hook.py' in names
-    assert {'dckd_basicsr/integration/patches.py', 'dckd_basicsr/training/resume.py', 'dckd_basicsr/integration/entry_points.py'} <= set(names)
+    assert {'dckd_basicsr/integration/patches.py', 'dckd_basicsr/training/resume.py',
+            'dckd_basicsr/integration/entry_points.py'} <= set(names)
 
     target = tmp_path / 'site'
     run([PYTHON, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(target), str(wheel)], cwd=tmp_path)
@@ -157,7 +158,7 @@ def _resume_opt(tmp_path):
 
 def test_check_resume_rewrites_only_saved_trained_networks(tmp_path):
     opt = _resume_opt(tmp_path)
-    compat.patch_check_resume()  # idempotent; the installed function is what basicsr.train uses
+    patches.patch_check_resume()  # idempotent; the installed function is what basicsr.train uses
     import basicsr.train
     basicsr.train.check_resume(opt, 20)
     path = opt['path']
@@ -208,13 +209,13 @@ def test_ddp_wrapping_on_cpu_passes_no_device_ids(monkeypatch):
 
     import torch.nn.parallel as parallel
     monkeypatch.setattr(parallel, 'DistributedDataParallel', FakeDDP)
-    compat.patch_model_to_device()  # re-bind with the fake DDP class
+    patches.patch_model_to_device()  # re-bind with the fake DDP class
     try:
         model = base_model.BaseModel({'num_gpu': 0, 'is_train': True, 'dist': True})
         model.model_to_device(torch.nn.Linear(2, 2))
     finally:
         monkeypatch.undo()
-        compat.patch_model_to_device()
+        patches.patch_model_to_device()
     assert seen == {'device_ids': None, 'find_unused_parameters': False}
 
 
@@ -223,7 +224,7 @@ def test_installed_distribution_declares_entry_points_and_extras():
     from importlib import metadata
     scripts = {ep.name: ep for ep in metadata.entry_points(group='console_scripts') if ep.name.startswith('dckd-')}
     assert set(scripts) == {'dckd-train', 'dckd-test', 'dckd-demo', 'dckd-convert', 'dckd-infer', 'dckd-export',
-                            'dckd-profile'}
+                            'dckd-profile', 'dckd-results'}
     for ep in scripts.values():
         assert callable(ep.load()), ep.name
     requires = metadata.requires('dckd-basicsr')

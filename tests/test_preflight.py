@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, PYTHON, dckd_train_options, run, save_random_network, sr_train_options, write_options
-from dckd_basicsr.integration import preflight
-from dckd_basicsr.integration.entry_points import split_force_yml
+from helpers import BIN, PYTHON, dckd_train_options, run, save_random_network, sr_train_options, write_options
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.integration.option_checks import cap_workers
+from dckd_basicsr.integration import preflight
+from dckd_basicsr.integration.command_line import split_force_yml
+from dckd_basicsr.integration.run_options import cap_workers
 
 SWINIR_X4 = 'experiments/pretrained_models/SwinIR/001_classicalSR_DIV2K_s48w8_SwinIR-M_x4.pth'
 VQGAN = 'experiments/pretrained_models/VQGAN/vqgan_imagenet_f16_1024/checkpoints/last.ckpt'

@@ -1,13 +1,15 @@
-"""dckd-profile (dckd_basicsr/commands/profile.py): parameter counts checked against hand counts, FLOPs of one convolution
-against the formula, the markdown table with its teacher/student ratios, skipped teachers, grouped option files."""
+"""dckd-profile (dckd_basicsr/commands/profile.py): parameter counts checked against hand counts, FLOPs of one
+convolution against the formula, the markdown table with its teacher/student ratios, skipped teachers, grouped option
+files."""
 import re
 
 import pytest
 import torch
-from conftest import BIN, run, tiny_network, write_options
+from helpers import BIN, run, tiny_network, write_options
 
 from dckd_basicsr.commands import profile as profiling
-from dckd_basicsr.commands.profile import main, measure, measure_module
+from dckd_basicsr.commands.measurement import measure, measure_module
+from dckd_basicsr.commands.profile import main
 
 # MSRResNet, x2, 3x3 convs k*k*cin*cout + cout: conv_first 3->f, 2 convs f->f per block, upconv1 f->4f, conv_hr f->f,
 # conv_last f->3.
@@ -69,7 +71,7 @@ def test_table_rows_ratios_notes_and_grouping(tmp_path, in_process):
 
 
 def test_paper_column_for_table1_networks(tmp_path, in_process):
-    from conftest import TABLE1
+    from helpers import TABLE1
     student = TABLE1[('RCAN', 'student')][0]
     table = main(['-opt', write_options(tmp_path / 'rcan.yml', {'network_g': student}), '--size', '4', '--runs', '0'])
     assert '| student | RCAN x4 | 5,171,315 | 5.2M |' in table

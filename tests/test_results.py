@@ -1,4 +1,4 @@
-"""``python -m dckd_basicsr.commands.results``: BasicSR validation logs -> the paper's tables with the paper's numbers."""
+"""``dckd-results``: BasicSR validation logs -> the paper's tables with the paper's numbers."""
 import json
 import os
 import re
@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import tiny_network
+from helpers import tiny_network
 
 from dckd_basicsr.commands import results
-from dckd_basicsr.commands.results import collect_runs, format_tables, labels_from_name, labels_from_options, parse_log, pick
+from dckd_basicsr.commands.results import (collect_runs, format_tables, labels_from_name, labels_from_options,
+                                           parse_log, pick)
 
 LOG_5000 = """2025-01-01 12:00:00,000 INFO: [RCAN_..][epoch:  0, iter:   5,000, lr:(1.000e-04,)] [eta: 1:00:00, \
 time (data): 0.100 (0.001)] l_pix: 1.0000e-02

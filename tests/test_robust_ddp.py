@@ -4,7 +4,7 @@ student, EMA and history weights; only the student is wrapped in DDP; validation
 import pytest
 import torch
 
-from conftest import BIN, dckd_train_options, free_port, run, write_options
+from helpers import BIN, dckd_train_options, free_port, run, write_options
 
 pytestmark = pytest.mark.slow  # every test here trains in fresh interpreters, over 5 s each
 

@@ -14,7 +14,7 @@ from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 
 import dckd_basicsr  # noqa: F401
-from conftest import (PYTHON, basicsr_messages, batch, dckd_train_options, in_process, make_pairs, run,
+from helpers import (PYTHON, basicsr_messages, batch, dckd_train_options, in_process, make_pairs, run,
                       save_random_network, sr_train_options, write_options)
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.integration.option_checks import check_options
@@ -202,13 +202,13 @@ def test_auto_resume_skips_temporaries_and_foreign_names(tmp_path):
 
 
 def test_a_failed_save_is_retried_then_logged_not_raised(tmp_path, monkeypatch):
-    """BaseModel's saves go through resume.save_atomically: an OSError is retried (up to 3 tries, as BasicSR does);
+    """BaseModel's saves go through checkpoint_files.save_atomically: an OSError is retried (up to 3 tries, as BasicSR does);
     after the last one training continues without the file."""
-    from dckd_basicsr.training import resume
+    from dckd_basicsr.training import checkpoint_files
     (tmp_path / 'models').mkdir()
     (tmp_path / 'training_states').mkdir()
     failures = {'left': 2}
-    atomic_save = resume.atomic_save
+    atomic_save = checkpoint_files.atomic_save
 
     def flaky(obj, path):
         if failures['left']:
@@ -216,8 +216,8 @@ def test_a_failed_save_is_retried_then_logged_not_raised(tmp_path, monkeypatch):
             raise OSError('disk hiccup')
         atomic_save(obj, path)
 
-    monkeypatch.setattr(resume, 'atomic_save', flaky)
-    monkeypatch.setattr(resume.time, 'sleep', lambda seconds: None)
+    monkeypatch.setattr(checkpoint_files, 'atomic_save', flaky)
+    monkeypatch.setattr(checkpoint_files.time, 'sleep', lambda seconds: None)
     model = FakeModel(tmp_path, torch.ones(2))
     with basicsr_messages() as records:
         BaseModel.save_training_state(model, 0, 3)

@@ -10,7 +10,7 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 from safetensors.torch import save_file
 
-from conftest import batch, dckd_options, tiny_network, write_checkpoints
+from helpers import batch, dckd_options, tiny_network, write_checkpoints
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.checkpoints.safe_load import load_checkpoint_file, read_safetensors

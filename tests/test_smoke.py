@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, load_option_file, make_pairs, run
+from helpers import BIN, REPO, load_option_file, make_pairs, run
 from dckd_basicsr.integration import smoke
-from dckd_basicsr.integration.entry_points import parse_command_line
+from dckd_basicsr.integration.command_line import parse_command_line
 from dckd_basicsr.errors import OptionError
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
-from conftest import batch, dckd_options, kd_options, tiny_network, write_checkpoints
+from helpers import batch, dckd_options, kd_options, tiny_network, write_checkpoints
 from safetensors.torch import save_file
 from spandrel.architectures.NAFNet import NAFNet
 from spandrel.architectures.RCAN import RCAN

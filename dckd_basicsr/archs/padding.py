@@ -1,12 +1,19 @@
 """Running a network on inputs whose size is no multiple of what it needs (SwinIR's window, Restormer's 8).
 
 The input is reflect-padded at the bottom and right to the next multiple (replicate-padded when the padding would be
-as large as the image, which reflection cannot do) and the output cropped back to ``scale`` times the input size:
-validation and test (``val.pad_multiple``) and DUKD's zoom passes use the same rule.
+as large as the image, which reflection cannot do) and the output cropped back to ``scale`` times the input size.
+Validation and test (``val.pad_multiple``), DUKD's zoom passes, ``dckd-infer`` and the graphs ``dckd-export`` writes
+use this one rule.
+
+The rule is written with shape arithmetic only, so it also holds in traced and exported graphs with dynamic height
+and width: ``torch.jit.trace`` records the padding amounts as functions of the input size, and ``torch.export``
+(the ONNX exporter) with a height/width ``Dim(min=multiple)`` proves that the padding, at most ``multiple - 1``, is
+smaller than the image, so the exported graph holds the reflect branch alone. An input that is already a multiple is
+padded by zero rows and columns and its whole output kept, which gives the same values as running it directly.
 """
 from typing import Callable
 
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 
@@ -20,10 +27,26 @@ def pad_bottom_right(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
 
 def padded_forward(net: Callable[[Tensor], Tensor], x: Tensor, multiple: int) -> Tensor:
     """``net(x)``, with ``x`` padded (bottom/right) to a multiple of ``multiple`` and the output cropped back."""
+    if multiple == 1:
+        return net(x)
     height, width = x.shape[-2:]
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if not (pad_h or pad_w):
-        return net(x)
     output = net(pad_bottom_right(x, pad_h, pad_w))
     scale = output.size(-2) // (height + pad_h)
     return output[..., :height * scale, :width * scale]
+
+
+class PaddedNetwork(nn.Module):
+    """``net`` with the padding rule of :func:`padded_forward` inside, as one module to trace or export.
+
+    Exported graphs keep height and width dynamic; they take inputs of at least ``multiple`` pixels per side (the
+    size below which the rule switches to replicate padding).
+    """
+
+    def __init__(self, net: nn.Module, multiple: int):
+        super().__init__()
+        self.net = net
+        self.multiple = int(multiple)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return padded_forward(self.net, x, self.multiple)

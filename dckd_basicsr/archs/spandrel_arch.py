@@ -16,20 +16,21 @@ the network; :meth:`SpandrelTeacher.load_spandrel_state_dict` installs it as ``s
 the installed spandrel's ``MAIN_REGISTRY`` that restores an image (``ImageModelDescriptor``: SR, restoration; not
 inpainting) can be a teacher: HAT, DAT, ATD, DRCT, SwinIR, Swin2SR, RCAN, SPAN, PLKSR, NAFNet, SCUNet, ...
 
-Before training, :meth:`SpandrelTeacher.check_fits` compares what spandrel detected (scale, input channels, fp16/bf16
-support) with ``scale``, ``network_g`` and ``train.fast.autocast``; KDModel's dry run then compares the outputs.
+Before training, :func:`dckd_basicsr.distill.teacher.check_spandrel_teacher` compares what spandrel detected (scale,
+input channels, fp16/bf16 support) with ``scale``, ``network_g`` and ``train.fast``; KDModel's dry run then compares
+the outputs.
 
 Forward, as spandrel's own consumers do (its ``ImageModelDescriptor.__call__``): the input is padded at the bottom
 and right to the architecture's ``size_requirements`` (minimum size, multiple; reflect padding, replicate where the
-padding is as large as the image, the rule of :mod:`dckd_basicsr.archs.padding`), the network runs with the architecture's
-calling convention, and the output is cropped back to ``scale`` times the input size. Unlike that ``__call__``, the
-output is not clamped to [0, 1] (a BasicSR teacher's is not either), no ``inference_mode`` is entered (the model runs
-the teacher under ``torch.no_grad()``), and the input is copied first, since some spandrel archs (RCAN) scale their
-input in place.
+padding is as large as the image, the rule of :mod:`dckd_basicsr.archs.padding`), the network runs with the
+architecture's calling convention, and the output is cropped back to ``scale`` times the input size. Unlike that
+``__call__``, the output is not clamped to [0, 1] (a BasicSR teacher's is not either), no ``inference_mode`` is
+entered (the model runs the teacher under ``torch.no_grad()``), and the input is copied first, since some spandrel
+archs (RCAN) scale their input in place.
 
-Module names (FAKD's ``train.fakd_opt.teacher_layers``, :mod:`dckd_basicsr.distill.feature_taps`) are those of the loaded
-network itself, i.e. of the checkpoint's keys: ``body.2`` of an official RCAN, ``layers.1`` of SwinIR; its state dict
-is under ``model.`` in this wrapper.
+Module names (FAKD's ``train.fakd_opt.teacher_layers``, :mod:`dckd_basicsr.distill.feature_taps`) are those of the
+loaded network itself (:attr:`SpandrelTeacher.feature_root`), i.e. of the checkpoint's keys: ``body.2`` of an official
+RCAN, ``layers.1`` of SwinIR; its state dict is under ``model.`` in this wrapper.
 """
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -37,13 +38,8 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
-from dckd_basicsr.checkpoints.registry import ConversionError
-from dckd_basicsr.errors import OptionError
-from dckd_basicsr.distill.feature_taps import FAKD_DEPTHS, INPUT_SUFFIX, stage_at
-from dckd_basicsr.options import network_in_channels
 from dckd_basicsr.archs.padding import pad_bottom_right
-
-AUTOCAST_SUPPORT = {'fp16': 'supports_half', 'bf16': 'supports_bfloat16'}
+from dckd_basicsr.errors import ConversionError
 
 
 def detected_architecture(state_dict: Mapping[str, Tensor]) -> Optional[str]:
@@ -146,55 +142,12 @@ class SpandrelTeacher(nn.Module):
         return (f'spandrel detected {self.architecture}{tags}: x{self.scale}, {self.input_channels} -> '
                 f'{self.output_channels} channels{size}')
 
-    def check_fits(self, opt: Mapping[str, Any]) -> None:
-        """What spandrel detected against the data's ``scale``, ``network_g``'s input channels and
-        ``train.fast.autocast``; OptionError naming the option, ``path.pretrain_network_t`` and the detection."""
-        path = (opt.get('path') or {}).get('pretrain_network_t')
-        where = f'network_t (SpandrelTeacher, path.pretrain_network_t: {path}): {self.describe()}'
-        scale = opt.get('scale')
-        if scale is not None and int(scale) != self.scale:
-            raise OptionError(f'scale: {scale}, but {where}; use a x{scale} teacher checkpoint (or data and a student '
-                              f'of scale {self.scale}).')
-        student_in = network_in_channels(opt.get('network_g') or {})
-        if student_in != self.input_channels:
-            raise OptionError(f'network_g takes {student_in} input channels, but {where}; the teacher sees the '
-                              'student\'s input: use a teacher checkpoint for that many channels, or change '
-                              'network_g.')
-        fast = (opt.get('train') or {}).get('fast') or {}
-        key = 'autocast' if 'autocast' in fast else 'amp'  # amp implies the frozen networks' autocast (fast.py)
-        autocast = fast.get(key)
-        if autocast in AUTOCAST_SUPPORT and not getattr(self, AUTOCAST_SUPPORT[autocast]):
-            instead = 'bf16' if autocast == 'fp16' and self.supports_bfloat16 else 'false'
-            raise OptionError(f'train.fast.{key}: {autocast}, but {where}, which spandrel marks as not supporting '
-                              f'{autocast}; use {instead}.')
-
-    # ------------------------------------------------------------------ FAKD
     @property
     def feature_root(self) -> nn.Module:
         """The module whose ``named_modules()`` names FAKD's teacher taps: the loaded network itself."""
         if self.model is None:
             raise RuntimeError('SpandrelTeacher: no network loaded yet (path.pretrain_network_t).')
         return self.model
-
-    def default_feature_layers(self) -> Optional[List[str]]:
-        """FAKD's default taps (:func:`dckd_basicsr.distill.feature_taps.default_feature_layers`' rule) for the spandrel
-        networks whose stages we know: RCAN (``body.<g>`` groups, the body's end = ``tail:input``) and SwinIR
-        (``layers.<i>``, the body's end = the input of its upsampler or of ``conv_last``); None otherwise."""
-        params = self.hyperparameters
-        if self.architecture == 'RCAN' and 'n_resgroups' in params:
-            groups = int(params['n_resgroups'])
-            return [f'body.{stage_at(f, groups)}' for f in FAKD_DEPTHS] + [f'tail{INPUT_SUFFIX}']
-        if self.architecture == 'SwinIR' and 'depths' in params:
-            stages = len(params['depths'])
-            end = {'pixelshuffle': 'conv_before_upsample', 'nearest+conv': 'conv_before_upsample',
-                   'pixelshuffledirect': 'upsample'}.get(params.get('upsampler', ''), 'conv_last')
-            return [f'layers.{stage_at(f, stages)}' for f in FAKD_DEPTHS] + [f'{end}{INPUT_SUFFIX}']
-        return None
-
-    def candidate_feature_layers(self, limit: int = 40) -> List[str]:
-        """Names of the loaded network's modules down to two levels (``body``, ``body.3``), for messages."""
-        names = [name for name, _ in self.feature_root.named_modules() if name and name.count('.') <= 1]
-        return names[:limit]
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:

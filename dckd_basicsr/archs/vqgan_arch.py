@@ -42,6 +42,11 @@ DEFAULT_DDCONFIG = dict(
 UNUSED_DDCONFIG = {'out_ch': None, 'give_pre_end': None, 'resamp_with_conv': True}
 
 
+def input_size_multiple(ddconfig: Optional[dict] = None) -> int:
+    """The multiple an encoder input's height and width must be: ``2 ** (len(ch_mult) - 1)`` (16 for f16)."""
+    return 2**(len(dict(DEFAULT_DDCONFIG, **(ddconfig or {}))['ch_mult']) - 1)
+
+
 TapCallback = Callable[[int, Tensor], None]
 
 
@@ -289,7 +294,7 @@ class VQGANEncoder(nn.Module):
         self.feature_levels = list(range(num_levels)) if feature_levels is None else sorted(feature_levels)
         if not self.feature_levels or not all(0 <= level < num_levels for level in self.feature_levels):
             raise OptionError(f'network_vqgan.feature_levels: {feature_levels}; use levels in 0..{num_levels - 1}.')
-        self.size_multiple = 2**(num_levels - 1)
+        self.size_multiple = input_size_multiple(config)
 
     @property
     def num_feature_levels(self) -> int:

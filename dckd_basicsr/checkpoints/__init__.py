@@ -15,8 +15,22 @@ Modules:
     :func:`register_converter`, and auto-detection (:func:`detect_format`, :func:`detection_order`); the order in which
     ``auto`` asks the detectors is documented there.
 ``converters``
-    The formats ``spandrel``, ``basicsr``, ``state_dict``, ``rcan_official``, ``edsr_official``, ``swinir_official``
-    and ``taming``, with the releases each one reads and the network options the official ones determine.
+    The formats that keep the network's names, ``basicsr`` and ``state_dict``, and ``spandrel``.
+``official_converters``
+    ``rcan_official``, ``edsr_official`` and ``swinir_official``, with the releases each one reads and the network
+    options they determine (:func:`~.official_converters.swinir_options`, also used by ``detect``).
+``official_layouts``
+    The key maps of the official RCAN and EDSR releases against BasicSR's archs, read in both directions, and the
+    folding of a BasicSR RCAN's ``img_range`` / ``rgb_mean`` / ``res_scale`` into official weights.
+``taming_converter``
+    ``taming``: the taming-transformers VQGAN into the plugin's encoder.
+``detect``
+    The ``network_g`` block a bare BasicSR checkpoint holds, read from its keys and shapes.
+``students``
+    :func:`~.students.load_student`: a trained network built and loaded for ``dckd-infer``, ``dckd-export`` and
+    ``dckd-profile``.
+``spandrel_export``
+    A student's weights in the layouts spandrel detects (``dckd-export --to spandrel``).
 this file
     :func:`load_pretrained`, :func:`read_state_dict` and :func:`format_report`, the API the models and
     ``dckd-convert`` use.
@@ -43,7 +57,8 @@ from basicsr.utils import get_root_logger
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from dckd_basicsr.checkpoints import converters  # noqa: F401  (registers the built-in formats)
+# registers the built-in formats, in the order they are listed
+from dckd_basicsr.checkpoints import converters, official_converters, taming_converter  # noqa: F401
 from dckd_basicsr.checkpoints.registry import (CHECKPOINT_REGISTRY, DEFAULT_PRIORITY, FALLBACK_FORMATS, Conversion,
                                                ConversionError, Detector, detect_format, detection_order,
                                                infer_network, register_converter)

@@ -5,8 +5,8 @@ student "just works". The layouts recognised are the BasicSR archs' and the plug
 modules produce, as BasicSR saves them):
 
 ============  ====================================================================================================
-``SwinIR``    BasicSR's ``SwinIR`` (also the official SwinIR key layout). Hyperparameters from spandrel's SwinIR
-              detection, plus ``ape`` / ``patch_norm`` / ``qkv_bias`` from the keys.
+``SwinIR``    BasicSR's ``SwinIR`` (also the official SwinIR key layout). Hyperparameters as ``dckd-convert`` infers
+              them (spandrel's SwinIR detection), plus ``ape`` / ``patch_norm`` / ``qkv_bias`` from the keys.
 ``RCAN``      BasicSR's ``RCAN``: ``body.G.residual_group.B.rcab.3.attention.*``.
 ``EDSR``      BasicSR's ``EDSR``: ``body.I.conv{1,2}``, ``conv_after_body``, ``upsample.*``.
 ``MSRResNet`` BasicSR's ``MSRResNet``: ``body.I.conv{1,2}``, ``upconv1``, ``conv_hr``.
@@ -28,7 +28,8 @@ from spandrel.architectures.NAFNet import NAFNetArch
 from spandrel.architectures.SwinIR import SwinIRArch
 from spandrel.util import get_pixelshuffle_params, get_seq_len
 
-from dckd_basicsr.errors import OptionError
+from dckd_basicsr.checkpoints.official_converters import swinir_options
+from dckd_basicsr.errors import ConversionError, OptionError
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -81,15 +82,7 @@ def _is_swinir(state_dict: StateDict) -> bool:
 
 
 def _swinir(state_dict: StateDict) -> DetectedNetwork:
-    hyper = SwinIRArch().load(dict(state_dict)).model.hyperparameters
-    if hyper.get('start_unshuffle', 1) != 1:
-        raise OptionError('the checkpoint is a SwinIR with a pixel-unshuffle stem (conv_first.1), which BasicSR\'s '
-                          'SwinIR does not have; load it as a spandrel teacher instead.')
-    opt = {'type': 'SwinIR'}
-    for key in ('upscale', 'in_chans', 'img_size', 'window_size', 'img_range', 'depths', 'embed_dim', 'num_heads',
-                'mlp_ratio', 'upsampler', 'resi_connection'):
-        opt[key] = hyper[key]
-    opt['img_range'] = float(opt['img_range'])
+    opt = swinir_options(SwinIRArch().load(dict(state_dict)).model.hyperparameters)
     opt['qkv_bias'] = 'layers.0.residual_group.blocks.0.attn.qkv.bias' in state_dict
     opt['patch_norm'] = 'patch_embed.norm.weight' in state_dict
     opt['ape'] = 'absolute_pos_embed' in state_dict
@@ -248,6 +241,8 @@ def detect_network(state_dict: StateDict, source: Optional[str] = None) -> Detec
         if accepts(state_dict):
             try:
                 return build(state_dict)
+            except ConversionError as error:  # a layout BasicSR's arch cannot hold
+                raise OptionError(f'{source or "the checkpoint"}: {error}') from error
             except (KeyError, IndexError, ValueError, ZeroDivisionError) as error:
                 if isinstance(error, OptionError):
                     raise

@@ -47,6 +47,8 @@ import torch
 from basicsr.utils.registry import Registry
 from torch import nn
 
+from dckd_basicsr.errors import ConversionError  # noqa: F401  (part of the converter contract)
+
 CHECKPOINT_REGISTRY = Registry('checkpoint')
 
 # Detector signature: (state_dict, net, wrapper key or None) -> whether the converter handles this checkpoint.
@@ -58,11 +60,6 @@ DEFAULT_PRIORITY = 100
 FALLBACK_FORMATS = ('basicsr', 'state_dict')
 
 ConverterT = TypeVar('ConverterT', bound=Callable)
-
-
-class ConversionError(ValueError):
-    """Raised by converters when a checkpoint cannot become the network's weights; ``load_pretrained`` turns it into
-    an :class:`~dckd_basicsr.errors.OptionError` naming the option and the file."""
 
 
 @dataclass

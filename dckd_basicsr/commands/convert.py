@@ -6,12 +6,12 @@ spandrel's loaders), or given by an option file (``-opt train.yml --network netw
 (``--arch RCAN --arch-opt num_group=10 --arch-opt num_block=20``). Examples::
 
     dckd-convert --format rcan_official RCAN_BIX4.pt rcan_x4.pth        # prints the inferred RCAN options
-    dckd-convert RCAN_BIX4.pt rcan_x4.pth --arch RCAN --arch-opt num_group=10 num_block=20 upscale=4
+    dckd-convert RCAN_BIX4.pt rcan_x4.pth --arch RCAN --arch-opt num_group=10 --arch-opt num_block=20 \
+        --arch-opt upscale=4
     dckd-convert vqgan_imagenet_f16_1024.ckpt vqgan_encoder.pth -opt options/train/x.yml --network network_vqgan
 
-``--arch-opt`` takes one or more ``key=value`` items and may be repeated; items without ``=`` that follow it are the
-input and output files (``--arch-opt a=b c=d in.pt out.pth`` works, as does ``--arch-opt a=b -- in.pt out.pth``).
-The written file loads with ``torch.load(weights_only=True)`` and BasicSR's own ``load_network``.
+``--arch-opt`` takes one ``key=value`` item (the value read as YAML) and is repeated for each option. The written
+file loads with ``torch.load(weights_only=True)`` and BasicSR's own ``load_network``.
 """
 import argparse
 import inspect
@@ -26,6 +26,7 @@ import dckd_basicsr  # noqa: F401  (BasicSR compatibility patches and plugin arc
 from dckd_basicsr.checkpoints import (CHECKPOINT_REGISTRY, ConversionError, detect_format, detection_order,
                                       format_report, infer_network, load_pretrained, read_state_dict)
 from dckd_basicsr.errors import OptionError, report_option_errors
+from dckd_basicsr.options import read_option_file
 
 PROG = 'dckd-convert'
 
@@ -48,12 +49,7 @@ def network_options(args: argparse.Namespace) -> Dict[str, Any]:
     """The ``network_*`` block (with ``type``) that builds the target network: from ``-opt``/``--network``, from
     ``--arch``/``--arch-opt``, or inferred from the checkpoint (:func:`inferred_network_options`)."""
     if args.opt:
-        from basicsr.utils.options import ordered_yaml
-        try:
-            with open(args.opt, mode='r') as f:
-                opt = yaml.load(f, Loader=ordered_yaml()[0]) or {}
-        except OSError as error:
-            raise OptionError(f'-opt {args.opt}: {error.strerror}.') from error
+        opt = read_option_file(args.opt)
         if not isinstance(opt.get(args.network), dict) or 'type' not in opt[args.network]:
             networks = [k for k, v in opt.items() if k.startswith('network_') and isinstance(v, dict)]
             raise OptionError(f'-opt {args.opt} has no {args.network} block with a type; it has: '
@@ -114,12 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         'for a BasicSR network. For official RCAN, EDSR and SwinIR releases the network is inferred from the '
         'checkpoint and printed; otherwise give it with --arch/--arch-opt or -opt/--network.',
         epilog=f'Examples: {PROG} --format rcan_official RCAN_BIX4.pt rcan_x4.pth | {PROG} RCAN_BIX4.pt rcan_x4.pth '
-        '--arch RCAN --arch-opt num_group=10 --arch-opt num_block=20 upscale=4 | '
+        '--arch RCAN --arch-opt num_group=10 --arch-opt num_block=20 --arch-opt upscale=4 | '
         f'{PROG} last.ckpt vqgan_encoder.pth -opt options/train/x.yml --network network_vqgan',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # optional for argparse so that --arch-opt may swallow them (parse_args gives them back); required in the end
-    parser.add_argument('input', nargs='?', default=argparse.SUPPRESS, help='checkpoint to convert')
-    parser.add_argument('output', nargs='?', default=argparse.SUPPRESS, help='BasicSR file to write ({"params": ...})')
+    parser.add_argument('input', help='checkpoint to convert')
+    parser.add_argument('output', help='BasicSR file to write ({"params": ...})')
     parser.add_argument(
         '--format',
         default='auto',
@@ -130,12 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                         'inferred from the checkpoint where the format allows)')
     parser.add_argument(
         '--arch-opt',
-        nargs='+',
-        action='extend',
+        action='append',
         default=[],
         metavar='KEY=VALUE',
-        help='network options (values read as YAML), repeatable: --arch-opt num_group=10 --arch-opt num_block=20, '
-        'or several after one flag')
+        help='one network option (the value read as YAML); repeat the flag for each: --arch-opt num_group=10 '
+        '--arch-opt num_block=20')
     parser.add_argument('-opt', help='option file whose network block builds the target (instead of --arch)')
     parser.add_argument('--network', default='network_t', help='network block of the option file')
     parser.add_argument(
@@ -154,25 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse the command line; ``--arch-opt`` items without ``=`` are the files it swallowed (``--arch-opt a=b c=d
-    in.pt out.pth``) and fill the missing positional arguments, in order."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name in ('input', 'output'):
-        setattr(args, name, getattr(args, name, None))
-    items = list(args.arch_opt)
-    files = [item for item in items if '=' not in item]
-    if files:
-        args.arch_opt = [item for item in items if '=' in item]
-        for name in ('input', 'output'):
-            if getattr(args, name) is None and files:
-                setattr(args, name, files.pop(0))
-        if files:
-            parser.error(f'--arch-opt {files[0]}: expected key=value, e.g. num_block=20.')
-    missing = [name for name in ('input', 'output') if getattr(args, name) is None]
-    if missing:
-        parser.error(f'the following arguments are required: {", ".join(missing)}')
-    return args
+    """Parse the command line."""
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:

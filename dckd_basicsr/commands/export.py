@@ -3,25 +3,22 @@
 The network is built as ``dckd-infer`` builds it (``-opt`` or detected from the checkpoint; EMA weights when present).
 
 ``onnx``
-    ``torch.onnx.export`` (the dynamo exporter) of :class:`PaddedNetwork`: the network with validation's padding rule
-    inside the graph (reflect-pad bottom/right to ``val.pad_multiple`` / the SwinIR window, run, crop the output back),
-    so height and width are dynamic and need not be multiples of the window; inputs must be at least ``multiple``
-    pixels high and wide (reflection needs it). Input ``input`` ``(1, C, H, W)`` RGB in [0, 1], output ``output``
-    ``(1, C, s*H, s*W)``. Checked with onnxruntime (CPU) against PyTorch at the export size, at a different size that
-    is no multiple of the window and at a multiple of 16 (:func:`check_sizes`); the largest absolute difference is
-    printed and the file is refused (deleted) above ``--atol`` (1e-4).
+    ``torch.onnx.export`` (the dynamo exporter) of :class:`~dckd_basicsr.archs.padding.PaddedNetwork`: the network
+    with validation's padding rule inside the graph (reflect-pad bottom/right to ``val.pad_multiple`` / the SwinIR
+    window, run, crop the output back), so height and width are dynamic and need not be multiples of the window;
+    inputs must be at least ``multiple`` pixels high and wide (reflection needs it). Input ``input`` ``(1, C, H, W)``
+    RGB in [0, 1], output ``output`` ``(1, C, s*H, s*W)``. Checked with onnxruntime (CPU) against PyTorch at the
+    export size, at a different size that is no multiple of the window and at a multiple of 16 (:func:`check_sizes`);
+    the largest absolute difference is printed and the file is refused (deleted) above ``--atol`` (1e-4).
 ``torchscript``
-    ``torch.jit.trace`` of the same :class:`PaddedNetwork` (shapes are traced, so the padding stays dynamic), checked
+    ``torch.jit.trace`` of the same ``PaddedNetwork`` (shapes are traced, so the padding stays dynamic), checked
     the same way with ``torch.jit.load``.
 ``spandrel``
     A state dict in the official key layout spandrel detects (``.pth``, or ``.safetensors`` by the file name), so
-    chaiNNer, ComfyUI or ``spandrel.ModelLoader`` open the student directly. SwinIR and NAFNet keep BasicSR's keys
-    (they are the official ones); BasicSR's RCAN keys are renamed to the official RCAN layout (``head``, ``body``,
-    ``tail``, ``sub_mean``/``add_mean``). Hyperparameters spandrel cannot read from the weights are folded into them:
-    BasicSR's ``img_range`` (spandrel assumes 255 for RCAN; 1 for SwinIR, 255 for window 7) scales the first and last
-    convolutions, RCAN's ``rgb_mean`` goes into ``sub_mean``/``add_mean`` and its ``res_scale`` into each block's
-    second convolution. Checked by loading the file with spandrel and comparing its output with the network's.
-    spandrel 0.4 has no EDSR, MSRResNet or Restormer architecture: those export to ONNX or TorchScript.
+    chaiNNer, ComfyUI or ``spandrel.ModelLoader`` open the student directly; the hyperparameters spandrel cannot read
+    from the weights are folded into them (:mod:`dckd_basicsr.checkpoints.spandrel_export`). Checked by loading the
+    file with spandrel and comparing its output with the network's. spandrel 0.4 has no EDSR, MSRResNet or Restormer
+    architecture: those export to ONNX or TorchScript.
 
 An arch that an exporter cannot handle stops with a message naming the operator the exporter reported.
 """
@@ -30,55 +27,33 @@ import os
 import os.path as osp
 import re
 import warnings
-from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
+from dckd_basicsr.archs.arch_util import input_channels
+from dckd_basicsr.archs.padding import PaddedNetwork, padded_forward
+from dckd_basicsr.checkpoints.spandrel_export import spandrel_state_dict
+from dckd_basicsr.checkpoints.students import Student, load_student
+from dckd_basicsr.commands.student_arguments import add_student_arguments
 from dckd_basicsr.errors import OptionError, report_option_errors
-from dckd_basicsr.commands.infer import Student, add_student_arguments, input_channels, load_student
-from dckd_basicsr.archs.padding import padded_forward
 
 FORMATS = ('onnx', 'torchscript', 'spandrel')
-SPANDREL_ARCHS = ('SwinIR', 'RCAN', 'NAFNet')
 
 
 class ExportError(OptionError):
     """An export that failed or whose result differs from the network."""
 
 
-class PaddedNetwork(nn.Module):
-    """``net`` with validation's padding rule inside (:func:`dckd_basicsr.archs.padding.padded_forward`): the input is
-    reflect-padded at the bottom and right to a multiple of ``multiple`` and the output cropped to ``scale`` times
-    the input size. Written with shape arithmetic only, so traced and exported graphs keep height and width dynamic.
-    Inputs must be at least ``multiple`` pixels high and wide."""
-
-    def __init__(self, net: nn.Module, multiple: int, scale: int):
-        super().__init__()
-        self.net = net
-        self.multiple = int(multiple)
-        self.scale = int(scale)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.multiple == 1:
-            return self.net(x)
-        height, width = x.shape[-2], x.shape[-1]
-        pad_h = (self.multiple - height % self.multiple) % self.multiple
-        pad_w = (self.multiple - width % self.multiple) % self.multiple
-        out = self.net(F.pad(x, (0, pad_w, 0, pad_h), mode='reflect'))
-        return out[:, :, :height * self.scale, :width * self.scale]
-
-
-def probe_scale(net: nn.Module, channels: int, multiple: int) -> int:
-    """Output size / input size of ``net``, from one run on a small input."""
+def check_integer_scale(net: nn.Module, channels: int, multiple: int) -> None:
+    """Run ``net`` once on a small input: an error when output size / input size is no integer (the padded graph
+    crops the output to the scale times the input size)."""
     size = max(16, multiple) if multiple == 1 else multiple * max(1, -(-16 // multiple))
     with torch.no_grad():
         out = padded_forward(net, torch.zeros(1, channels, size, size), multiple)
     if out.shape[-1] % size or out.shape[-2] % size:
         raise ExportError(f'the network maps {size}x{size} to {out.shape[-2]}x{out.shape[-1]}: no integer scale.')
-    return out.shape[-1] // size
 
 
 def check_sizes(size: int, multiple: int, avoid: Optional[int] = None) -> List[Tuple[int, int]]:
@@ -87,7 +62,7 @@ def check_sizes(size: int, multiple: int, avoid: Optional[int] = None) -> List[T
 
     The export size is ``size`` moved to an odd number that is no multiple of ``multiple`` (when ``multiple > 1``), so
     a trace records the padding branches of networks that pad themselves (NAFNet, Restormer) and of
-    :class:`PaddedNetwork`; and whose padded size is not ``avoid`` (SwinIR's ``img_size``, whose stored attention mask
+    ``PaddedNetwork``; and whose padded size is not ``avoid`` (SwinIR's ``img_size``, whose stored attention mask
     a trace would bake in).
     """
     size = max(size, multiple + 1, 9)
@@ -195,7 +170,7 @@ def export_onnx(wrapper: PaddedNetwork, path: str, channels: int, export_size: T
         raise ExportError(f'--to onnx needs onnx, onnxscript and onnxruntime ({error}); install them with '
                           'pip install "dckd-basicsr[export]" (or pip install -e ".[export]" in a clone).') from error
     example = _inputs(channels, [export_size], seed=1)[0]
-    low = max(2, wrapper.multiple)
+    low = max(2, wrapper.multiple)  # from this size on the exporter proves the padding rule's reflect branch
     dims = {2: torch.export.Dim('height', min=low), 3: torch.export.Dim('width', min=low)}
     try:
         with warnings.catch_warnings():
@@ -244,77 +219,6 @@ def export_torchscript(wrapper: PaddedNetwork, path: str, channels: int, export_
     return diffs
 
 
-# ---------------------------------------------------------------------------------------------------- spandrel
-def _swinir_spandrel(net: nn.Module, opt: Dict, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """SwinIR: BasicSR's keys are the official ones; fold ``img_range`` into the range spandrel assumes."""
-    img_range = float(opt.get('img_range', 1.))
-    assumed = 255. if int(opt.get('window_size', 7)) == 7 else 1.
-    if img_range != assumed:
-        ratio = img_range / assumed
-        state_dict['conv_first.weight'] = state_dict['conv_first.weight'] * ratio
-        last = 'upsample.0' if opt.get('upsampler') == 'pixelshuffledirect' else 'conv_last'
-        for suffix in ('weight', 'bias'):
-            state_dict[f'{last}.{suffix}'] = state_dict[f'{last}.{suffix}'] / ratio
-    return state_dict
-
-
-def _rcan_spandrel(net: nn.Module, opt: Dict, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """BasicSR RCAN -> the official layout spandrel reads, with ``img_range``, ``rgb_mean`` and ``res_scale``
-    folded into the weights (spandrel's RCAN computes with rgb_range 255, MeanShift layers and no res_scale)."""
-    num_group, num_block = len(net.body), len(net.body[0].residual_group)
-    img_range = float(net.img_range)
-    res_scale = float(net.body[0].residual_group[0].res_scale)
-    out = OrderedDict()
-    rules = [
-        (r'conv_first\.(\w+)', r'head.0.\1'),
-        (r'body\.(\d+)\.residual_group\.(\d+)\.rcab\.([02])\.(\w+)', r'body.\1.body.\2.body.\3.\4'),
-        (r'body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.1\.(\w+)', r'body.\1.body.\2.body.3.conv_du.0.\3'),
-        (r'body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.3\.(\w+)', r'body.\1.body.\2.body.3.conv_du.2.\3'),
-        (r'body\.(\d+)\.conv\.(\w+)', rf'body.\1.body.{num_block}.\2'),
-        (r'conv_after_body\.(\w+)', rf'body.{num_group}.\1'),
-        (r'upsample\.(\d+)\.(\w+)', r'tail.0.\1.\2'),
-        (r'conv_last\.(\w+)', r'tail.1.\1'),
-    ]
-    for key, value in state_dict.items():
-        for pattern, target in rules:
-            if re.fullmatch(pattern, key):
-                new = re.sub(pattern, target, key)
-                if key.startswith('conv_first.') and key.endswith('weight'):
-                    value = value * (img_range / 255.)
-                elif key.startswith('conv_last.'):
-                    value = value * (255. / img_range)
-                elif re.fullmatch(r'body\.\d+\.residual_group\.\d+\.rcab\.2\.\w+', key):
-                    value = value * res_scale
-                elif re.fullmatch(r'body\.\d+\.residual_group\.\d+\.rcab\.3\.attention\.1\.weight', key):
-                    value = value / res_scale
-                out[new] = value
-                break
-        else:
-            raise ExportError(f'RCAN key {key} has no place in the official RCAN layout.')
-    mean = net.mean.detach().flatten().float()
-    eye = torch.eye(3).view(3, 3, 1, 1)
-    out['sub_mean.weight'], out['sub_mean.bias'] = eye.clone(), -255. * mean
-    out['add_mean.weight'], out['add_mean.bias'] = eye.clone(), 255. * mean
-    return out
-
-
-SPANDREL_CONVERTERS: Dict[str, Callable[[nn.Module, Dict, Dict[str, Tensor]], Dict[str, Tensor]]] = {
-    'SwinIR': _swinir_spandrel,
-    'RCAN': _rcan_spandrel,
-    'NAFNet': lambda net, opt, state_dict: state_dict,
-}
-
-
-def spandrel_state_dict(student: Student) -> Dict[str, Tensor]:
-    """The student's weights in the layout spandrel detects (see the module docstring)."""
-    arch = student.opt['type']
-    if arch not in SPANDREL_CONVERTERS:
-        raise ExportError(f'{arch} cannot be exported for spandrel: spandrel has no {arch} architecture (it loads '
-                          f'{", ".join(SPANDREL_ARCHS)} students from here); export to onnx or torchscript instead.')
-    state_dict = OrderedDict((k, v.detach().float().cpu().clone()) for k, v in student.net.state_dict().items())
-    return SPANDREL_CONVERTERS[arch](student.net, student.opt, state_dict)
-
-
 def export_spandrel(student: Student, path: str, channels: int, check: Sequence[Tuple[int, int]],
                     atol: float = 1e-4) -> List[float]:
     """Write the spandrel file, load it with ``spandrel.ModelLoader`` and compare its output with the network's."""
@@ -359,7 +263,8 @@ def export(student: Student, to: str, path: str, size: int = 64, opset: int = 18
     if to == 'spandrel':
         diffs = export_spandrel(student, path, channels, sizes, atol)
     else:
-        wrapper = PaddedNetwork(student.net, multiple, probe_scale(student.net, channels, multiple)).eval()
+        check_integer_scale(student.net, channels, multiple)
+        wrapper = PaddedNetwork(student.net, multiple).eval()
         if to == 'onnx':
             diffs = export_onnx(wrapper, path, channels, export_size, sizes, opset, atol, arch)
         else:

@@ -1,6 +1,6 @@
 """Collect the validation PSNR/SSIM of BasicSR runs into the paper's tables, next to the paper's own numbers.
 
-``python -m dckd_basicsr.commands.results experiments/ [more folders or .log files] --out results.md [--pick best|last]``
+``dckd-results experiments/ [more folders or .log files] --out results.md [--pick best|last]``
 
 Every run folder (a folder holding ``train_*.log`` or ``test_*.log`` files, as BasicSR writes them under
 ``experiments/<name>/`` and ``results/<name>/``) gives one row: its log files are read in time order and every
@@ -33,69 +33,10 @@ import sys
 from os import path as osp
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from dckd_basicsr.commands.paper_results import (BACKBONES, DEBLUR_DATASETS, DERAIN_DATASETS, METHODS, PAPER_RESULTS,
+                                                 SR_DATASETS, Metrics)
 from dckd_basicsr.errors import OptionError, report_option_errors
-
-Metrics = Tuple[Optional[float], Optional[float]]  # (PSNR, SSIM); None where the paper gives none
-
-SR_DATASETS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
-DEBLUR_DATASETS = ('GoPro', )
-DERAIN_DATASETS = ('Test100', 'Rain100H', 'Rain100L', 'Test2800', 'Test1200')
-METHODS = ('Teacher', 'Scratch', 'Logits', 'FAKD', 'MiPKD', 'DUKD', 'DCR only', 'DMM only', 'DCKD', 'DCKD*',
-           'DCKD (Eq. 9)')
-BACKBONES = ('SwinIR', 'RCAN', 'NAFNet', 'Restormer', 'EDSR')
-
-
-def _row(datasets: Sequence[str], values: Sequence[Metrics]) -> Dict[str, Metrics]:
-    return dict(zip(datasets, values))
-
-
-# The paper's numbers (Zhou et al., AAAI 2025, arXiv 2412.08939): Table 2 (SR, Y channel),
-# Table 3 (GoPro, RGB), Table 4 (deraining, Y) and the RCAN x2 Urban100 ablation (PSNR only).
-# Keys: (backbone, task, scale) -> method -> dataset -> (PSNR, SSIM).
-_SR4 = SR_DATASETS[:4]
-PAPER_RESULTS: Dict[Tuple[str, str, int], Dict[str, Dict[str, Metrics]]] = {
-    ('SwinIR', 'SR', 4): {
-        'Teacher': _row(_SR4, [(32.72, .9021), (28.94, .7914), (27.83, .7459), (27.07, .8164)]),
-        'Scratch': _row(_SR4, [(32.31, .8955), (28.67, .7833), (27.61, .7379), (26.15, .7884)]),
-        'Logits': _row(_SR4, [(32.27, .8954), (28.67, .7833), (27.62, .7380), (26.15, .7887)]),
-        'FAKD': _row(_SR4, [(32.22, .8950), (28.65, .7831), (27.61, .7380), (26.09, .7870)]),
-        'MiPKD': _row(_SR4, [(32.39, .8971), (28.76, .7854), (27.68, .7403), (26.37, .7956)]),
-        'DCKD': _row(_SR4, [(32.49, .8991), (28.82, .7877), (27.72, .7422), (26.53, .8007)]),
-        'DCKD*': _row(_SR4, [(32.51, .8992), (28.88, .7890), (27.74, .7430), (26.62, .8032)]),
-    },
-    ('RCAN', 'SR', 4): {
-        'Teacher': _row(_SR4, [(32.63, .9002), (28.87, .7889), (27.77, .7436), (26.82, .8087)]),
-        'Scratch': _row(_SR4, [(32.38, .8971), (28.69, .7842), (27.63, .7379), (26.36, .7947)]),
-        'Logits': _row(_SR4, [(32.45, .8980), (28.76, .7860), (27.67, .7400), (26.49, .7982)]),
-        'DCKD': _row(_SR4, [(32.56, .8995), (28.82, .7877), (27.73, .7423), (26.69, .8041)]),
-        'DCKD*': _row(_SR4, [(32.58, .8996), (28.86, .7885), (27.74, .7425), (26.74, .8054)]),
-    },
-    ('SwinIR', 'SR', 2): {
-        'DCKD': _row(_SR4, [(38.17, .9613), (33.85, .9205), (32.31, .9017), (32.59, .9330)]),
-    },
-    ('RCAN', 'SR', 2): {
-        'Logits': {'Urban100': (32.67, None)},
-        'DCR only': {'Urban100': (32.83, None)},
-        'DMM only': {'Urban100': (32.81, None)},
-        'DCKD': _row(_SR4, [(38.25, .9615), (34.01, .9213), (32.35, .9019), (32.92, .9351)]),
-    },
-    ('NAFNet', 'Deblur', 1): {
-        'Teacher': {'GoPro': (32.87, .9606)},
-        'Scratch': {'GoPro': (31.17, .9457)},
-        'Logits': {'GoPro': (31.26, .9464)},
-        'DCKD': {'GoPro': (31.43, .9487)},
-    },
-    ('Restormer', 'Deblur', 1): {
-        'Teacher': {'GoPro': (32.92, .9610)},
-        'Scratch': {'GoPro': (31.57, .9497)},
-        'Logits': {'GoPro': (31.61, .9501)},
-        'DCKD': {'GoPro': (31.78, .9521)},
-    },
-    ('Restormer', 'Derain', 1): {
-        'Logits': {'Rain100L': (37.17, .9712)},
-        'DCKD': {'Rain100L': (38.02, .9762)},
-    },
-}
+from dckd_basicsr.integration.training_log import parse_validations, run_logs
 
 _METHOD_TOKENS = {
     'teacher': 'Teacher', 'scratch': 'Scratch', 'baseline': 'Scratch', 'logits': 'Logits', 'logitskd': 'Logits',
@@ -106,11 +47,6 @@ _METHOD_TOKENS = {
 _DATASET_ALIASES = {'bsd100': 'B100', 'bsds100': 'B100', 'b100': 'B100', 'set5': 'Set5', 'set14': 'Set14',
                     'urban100': 'Urban100', 'manga109': 'Manga109'}
 _BACKBONE_TYPES = {'nafnetlocal': 'NAFNet'}
-
-_ITER_RE = re.compile(r'\[[^\]]*epoch:\s*-?\d+, iter:\s*([\d,]+)')
-_VALIDATION_RE = re.compile(r'INFO: Validation (.+?)\s*$')
-_METRIC_RE = re.compile(r'^\s*# ([\w.-]+): (-?(?:\d+(?:\.\d*)?|nan|inf))(?:\s+Best: (-?[\d.]+|nan|inf) @ (\d+) iter)?')
-_LOG_TIME_RE = re.compile(r'_(\d{8}_\d{6})\.log$')
 
 
 def canonical_dataset(name: str) -> str:
@@ -124,44 +60,9 @@ def canonical_dataset(name: str) -> str:
 
 
 def parse_log(lines: Iterable[str]) -> List[Dict[str, Any]]:
-    """Validation records of one BasicSR log, in order: ``{'dataset', 'iter', 'metrics': {name: value}}``.
-
-    ``iter`` is the iteration of the last training message before the validation (BasicSR validates right after
-    logging when ``val_freq`` is a multiple of ``print_freq``), or the largest ``Best: ... @ N iter`` of the
-    validation when no training message came first (test logs, or ``print_freq`` larger than ``val_freq``).
-    """
-    records: List[Dict[str, Any]] = []
-    current_iter: Optional[int] = None
-    record: Optional[Dict[str, Any]] = None
-    for line in lines:
-        match = _VALIDATION_RE.search(line)
-        if match:
-            record = {'dataset': canonical_dataset(match.group(1)), 'iter': current_iter, 'metrics': {}}
-            records.append(record)
-            continue
-        match = _METRIC_RE.match(line)
-        if match and record is not None:
-            record['metrics'][match.group(1)] = float(match.group(2))
-            if match.group(4) is not None and current_iter is None:
-                best_iter = int(match.group(4))
-                record['iter'] = best_iter if record['iter'] is None else max(record['iter'], best_iter)
-            continue
-        record = None
-        match = _ITER_RE.search(line)
-        if match:
-            current_iter = int(match.group(1).replace(',', ''))
-    return [r for r in records if r['metrics']]
-
-
-def _log_sort_key(path: str) -> Tuple[str, str]:
-    match = _LOG_TIME_RE.search(osp.basename(path))
-    return (match.group(1) if match else '', osp.basename(path))
-
-
-def run_logs(folder: str) -> List[str]:
-    """BasicSR train/test logs of a run folder, oldest first (by the time stamp BasicSR puts in the name)."""
-    logs = [p for p in glob.glob(osp.join(folder, '*.log')) if osp.basename(p).startswith(('train_', 'test_'))]
-    return sorted(logs, key=_log_sort_key)
+    """Validation records of one BasicSR log (:func:`~dckd_basicsr.integration.training_log.parse_validations`), with
+    the datasets under the paper's names (:func:`canonical_dataset`)."""
+    return [dict(record, dataset=canonical_dataset(record['dataset'])) for record in parse_validations(lines)]
 
 
 def load_run_options(folder: str) -> Dict[str, Any]:
@@ -363,7 +264,8 @@ def format_tables(runs: Sequence[Dict[str, Any]], mode: str = 'best', paper: boo
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog='python -m dckd_basicsr.commands.results', description=__doc__.split('\n')[0])
+    """Parse ``argv``, collect the runs and print or write the tables."""
+    parser = argparse.ArgumentParser(prog='dckd-results', description=__doc__.split('\n')[0])
     parser.add_argument('paths', nargs='+', help='experiments/ or results/ folders, run folders or .log files')
     parser.add_argument('--out', help='markdown file to write (default: print)')
     parser.add_argument('--pick', choices=('best', 'last'), default='best',
@@ -386,5 +288,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.stdout.write(text)
 
 
-if __name__ == '__main__':
+def cli() -> None:
+    """Console script ``dckd-results``."""
     main()
+
+
+if __name__ == '__main__':
+    cli()

@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from dckd_basicsr.archs.spandrel_arch import SpandrelTeacher
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.options import network_in_channels
 
@@ -63,6 +64,25 @@ def default_feature_layers(net_opt: Dict[str, Any]) -> Optional[List[str]]:
         end = SWINIR_BODY_END.get(net_opt.get('upsampler', ''), 'conv_last')
         return [f'layers.{stage_at(f, num_stages)}' for f in FAKD_DEPTHS] + [f'{end}{INPUT_SUFFIX}']
     return None
+
+
+def default_spandrel_layers(architecture: Optional[str], hyperparameters: Dict[str, Any]) -> Optional[List[str]]:
+    """The default taps of a network spandrel built (a ``SpandrelTeacher``), by the same rule, for the architectures
+    whose stages are known: spandrel's RCAN (``body.<g>`` groups, the body's end = ``tail:input``) and SwinIR
+    (``layers.<i>``, the body's end = the input of its upsampler or of ``conv_last``); None otherwise."""
+    if architecture == 'RCAN' and 'n_resgroups' in hyperparameters:
+        groups = int(hyperparameters['n_resgroups'])
+        return [f'body.{stage_at(f, groups)}' for f in FAKD_DEPTHS] + [f'tail{INPUT_SUFFIX}']
+    if architecture == 'SwinIR' and 'depths' in hyperparameters:
+        stages = len(hyperparameters['depths'])
+        end = SWINIR_BODY_END.get(hyperparameters.get('upsampler', ''), 'conv_last')
+        return [f'layers.{stage_at(f, stages)}' for f in FAKD_DEPTHS] + [f'{end}{INPUT_SUFFIX}']
+    return None
+
+
+def module_names(root: nn.Module, limit: int) -> List[str]:
+    """Names of ``root``'s modules down to two levels (``body``, ``body.3``), at most ``limit``, for messages."""
+    return [name for name, _ in root.named_modules() if name and name.count('.') <= 1][:limit]
 
 
 def split_tap(layer: str) -> Tuple[str, bool]:
@@ -108,7 +128,7 @@ class FeatureRecorder:
         modules = dict(root.named_modules())
         unknown = [name for name in layers if split_tap(name)[0] not in modules]
         if unknown:
-            names = [name for name in modules if name and name.count('.') <= 1][:12]
+            names = module_names(root, 12)
             raise OptionError(f'{option}: no module named {", ".join(unknown)} in {type(root).__name__}; module '
                               f'names look like {", ".join(names)}, ... (append {INPUT_SUFFIX} to record what a '
                               'module receives instead of what it returns)')
@@ -185,10 +205,10 @@ class FeaturePairs:
                  student: nn.Module, teacher: nn.Module):
         student_layers = fakd_opt.get('student_layers') or default_feature_layers(student_opt)
         teacher_layers = fakd_opt.get('teacher_layers') or default_feature_layers(teacher_opt)
-        if teacher_layers is None and callable(getattr(teacher, 'default_feature_layers', None)):
-            teacher_layers = teacher.default_feature_layers()  # a SpandrelTeacher of an architecture with stages known
+        if teacher_layers is None and isinstance(teacher, SpandrelTeacher):
+            teacher_layers = default_spandrel_layers(teacher.architecture, teacher.hyperparameters)
             if teacher_layers is None:
-                candidates = teacher.candidate_feature_layers()
+                candidates = module_names(teacher.feature_root, 40)
                 raise OptionError(f'train.fakd_opt.teacher_layers: missing, and there is no default for the '
                                   f'{teacher.describe()} (defaults exist for RCAN and SwinIR); list one module of '
                                   'the loaded network per student layer (its own names, append :input for what a '

@@ -21,14 +21,14 @@ class LossTerm:
         name: The name it is logged under (``l_pix``).
         option: The ``train`` block that turns it on and builds it (``pixel_opt``).
         attribute: The model attribute holding the built loss, None when off (``cri_pix``).
-        what: What it is, for messages and docs (``L_rec, Eq. 10``).
+        description: What it is, for messages and docs (``L_rec, Eq. 10``).
         aliases: Other names of the same block (``kd_opt`` for ``logits_opt``); at most one may be given.
         model_keys: Keys of the block that the model reads itself, not passed to the loss (FAKD's layer names).
     """
     name: str
     option: str
     attribute: str
-    what: str
+    description: str
     aliases: Tuple[str, ...] = ()
     model_keys: Tuple[str, ...] = ()
 
@@ -36,8 +36,8 @@ class LossTerm:
         """(key, block) of the option block given for this term, or (``option``, None)."""
         given = [key for key in (self.option, *self.aliases) if train_opt.get(key)]
         if len(given) > 1:
-            raise OptionError(f'train.{given[1]} and train.{given[0]} are the same term ({self.what}; {given[1]} is an '
-                              'alias); give only one of them.')
+            raise OptionError(f'train.{given[1]} and train.{given[0]} are the same term ({self.description}; '
+                              f'{given[1]} is an alias); give only one of them.')
         return (given[0], train_opt[given[0]]) if given else (self.option, None)
 
     def loss_options(self, train_opt: Dict[str, Any]) -> Dict[str, Any]:

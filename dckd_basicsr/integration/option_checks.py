@@ -1,16 +1,16 @@
-"""Checks of a parsed option file that run before BasicSR builds anything; each failure names the option key."""
+"""Checks of a parsed option file that run before BasicSR builds anything; each failure names the option key.
+
+:func:`check_options` runs them all, in the order a user would fix them; the patched ``parse_options`` calls it
+(:mod:`dckd_basicsr.integration.run_options`).
+"""
 import inspect
 import os
 from os import path as osp
 from typing import Any, Dict, Iterable, List, Optional
 
-from dckd_basicsr.errors import OptionError, UnknownTypeError
+from dckd_basicsr.errors import OptionError
 from dckd_basicsr.integration.preflight import check_files
-
-
-def registered_plugin_names(registry: Any) -> list:
-    """Names in a BasicSR registry whose objects come from this plugin."""
-    return sorted(name for name, obj in registry if getattr(obj, '__module__', '').startswith('dckd_basicsr'))
+from dckd_basicsr.integration.registry_lookup import check_registered
 
 
 def check_option_types(opt: Dict[str, Any]) -> None:
@@ -21,24 +21,20 @@ def check_option_types(opt: Dict[str, Any]) -> None:
     """
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
-    def check(registry, name, where):
-        if name not in registry and f'{name}_basicsr' not in registry:
-            raise UnknownTypeError(registry._name, name, registry.keys(), registered_plugin_names(registry), where)
-
     if 'model_type' in opt:
-        check(MODEL_REGISTRY, opt['model_type'], 'model_type')
+        check_registered(MODEL_REGISTRY, opt['model_type'], 'model_type')
     for key, value in opt.items():
         if key.startswith('network_') and isinstance(value, dict) and 'type' in value:
-            check(ARCH_REGISTRY, value['type'], f'{key}.type')
+            check_registered(ARCH_REGISTRY, value['type'], f'{key}.type')
     for phase, dataset_opt in (opt.get('datasets') or {}).items():
         if isinstance(dataset_opt, dict) and 'type' in dataset_opt:
-            check(DATASET_REGISTRY, dataset_opt['type'], f'datasets.{phase}.type')
+            check_registered(DATASET_REGISTRY, dataset_opt['type'], f'datasets.{phase}.type')
     for key, value in (opt.get('train') or {}).items():
         if key.endswith('_opt') and isinstance(value, dict) and 'type' in value:
-            check(LOSS_REGISTRY, value['type'], f'train.{key}.type')
+            check_registered(LOSS_REGISTRY, value['type'], f'train.{key}.type')
     for name, metric_opt in ((opt.get('val') or {}).get('metrics') or {}).items():
         if isinstance(metric_opt, dict) and 'type' in metric_opt:
-            check(METRIC_REGISTRY, metric_opt['type'], f'val.metrics.{name}.type')
+            check_registered(METRIC_REGISTRY, metric_opt['type'], f'val.metrics.{name}.type')
 
 
 def accepted_keys(cls: type) -> Optional[List[str]]:
@@ -75,13 +71,13 @@ def check_option_keys(opt: Dict[str, Any]) -> None:
                if key.endswith('_opt')]
     model = MODEL_REGISTRY.get(opt['model_type']) if opt.get('model_type') in MODEL_REGISTRY else None
     model_keys = model_read_keys(getattr(model, 'LOSS_TERMS', ()))  # e.g. FAKD's layer names, read by the model
-    for registry, where, block in blocks:
+    for registry, option_key, block in blocks:
         if not isinstance(block, dict) or block.get('type') not in registry:
             continue
         accepted = accepted_keys(registry.get(block['type']))
-        unknown = sorted(set(block) - {'type', *model_keys.get(where, ())} - set(accepted or ()))
+        unknown = sorted(set(block) - {'type', *model_keys.get(option_key, ())} - set(accepted or ()))
         if accepted is not None and unknown:
-            raise OptionError(f"{where}.{unknown[0]}: {block['type']} has no option {unknown[0]!r}; it accepts "
+            raise OptionError(f"{option_key}.{unknown[0]}: {block['type']} has no option {unknown[0]!r}; it accepts "
                               f"{', '.join(accepted)}.")
 
 
@@ -131,8 +127,8 @@ def encoder_size_multiple(opt: Dict[str, Any]) -> int:
     vqgan = opt.get('network_vqgan')
     if not isinstance(vqgan, dict) or not (train_opt.get('cl_opt') or train_opt.get('ce_opt')):
         return 1
-    from dckd_basicsr.archs.vqgan_arch import DEFAULT_DDCONFIG
-    return 2**(len((vqgan.get('ddconfig') or {}).get('ch_mult', DEFAULT_DDCONFIG['ch_mult'])) - 1)
+    from dckd_basicsr.archs.vqgan_arch import input_size_multiple
+    return input_size_multiple(vqgan.get('ddconfig'))
 
 
 def check_patch_sizes(opt: Dict[str, Any]) -> None:
@@ -159,45 +155,17 @@ def check_patch_sizes(opt: Dict[str, Any]) -> None:
                                   f'use e.g. {size // multiple * multiple or multiple}.')
 
 
-def nonfinite_limit(train_opt: Dict[str, Any]) -> int:
-    """``train.max_nonfinite_steps``: consecutive steps with a NaN/Inf loss before training stops (default 10,
-    0 never stops)."""
-    limit = train_opt.get('max_nonfinite_steps', 10)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise OptionError(f'train.max_nonfinite_steps: {limit!r}; give a number of steps >= 0 (0 never stops).')
-    return limit
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cap_workers(opt: Dict[str, Any]) -> None:
-    """Cap every ``num_worker_per_gpu`` at the CPUs this process may use, with one line each: more workers than CPUs
-    only compete for them (PyTorch's DataLoader warns), and the shipped files ask for 8 (a GPU server's value)."""
-    cpus = available_cpus()
-    for phase, dataset_opt in (opt.get('datasets') or {}).items():
-        workers = dataset_opt.get('num_worker_per_gpu') if isinstance(dataset_opt, dict) else None
-        if isinstance(workers, int) and workers > cpus:
-            dataset_opt['num_worker_per_gpu'] = cpus
-            print(f'datasets.{phase}.num_worker_per_gpu: {workers} capped at {cpus}, the CPUs this process may use.',
-                  flush=True)
-
-
 def check_options(opt: Dict[str, Any], stand_ins: Iterable[str] = (), note: str = '') -> None:
     """All checks, in the order a user would fix them. Every missing file or folder is reported at once
     (:func:`dckd_basicsr.integration.preflight.check_files`, which ``stand_ins`` and ``note`` are passed to)."""
     check_option_types(opt)
     check_option_keys(opt)
     check_device_options(opt)
-    from dckd_basicsr.training.resume import save_format  # imports basicsr: only after compat's torchvision alias
+    from dckd_basicsr.training.checkpoint_files import save_format
     save_format(opt)
     check_files(opt, stand_ins, note)
     check_paired_folders(opt)
     check_patch_sizes(opt)
     if isinstance(opt.get('train'), dict):
+        from dckd_basicsr.training.nonfinite import nonfinite_limit
         nonfinite_limit(opt['train'])

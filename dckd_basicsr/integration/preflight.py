@@ -1,6 +1,6 @@
 """Preflight: every file and folder an option file names, checked before any network is built or folder created.
 
-:func:`check_files` runs inside the patched ``parse_options`` (:func:`dckd_basicsr.integration.patches.patch_parse_options`), so
+:func:`check_files` runs inside the patched ``parse_options`` (:mod:`dckd_basicsr.integration.run_options`), so
 every entry point (``dckd-train``, ``python -m basicsr.train``, ``python -m dckd_basicsr.train``, a BasicSR clone's
 ``basicsr/train.py``, the test ones) gets it, on every rank under DDP. It collects *all* problems and raises one
 :class:`~dckd_basicsr.errors.OptionError`, each line naming the option, the path, and where that file normally comes
@@ -14,9 +14,9 @@ What is checked:
 * ``path.pretrain_network_*`` (teacher, VQGAN, student, history model, any other) and ``path.resume_state``.
 
 On a resume (``path.resume_state``, or ``--auto_resume`` with a saved state in the run's ``training_states``) the
-networks the run saves itself are re-read from the run's ``models`` folder (:func:`dckd_basicsr.training.resume.check_resume`),
-so their ``pretrain_network_*`` paths are not checked. ``stand_ins`` names networks whose missing files a smoke run
-replaces (:mod:`dckd_basicsr.integration.smoke`).
+networks the run saves itself are re-read from the run's ``models`` folder (BasicSR's ``check_resume``, as
+patched), so their ``pretrain_network_*`` paths are not checked. ``stand_ins`` names networks whose missing files a
+smoke run replaces (:mod:`dckd_basicsr.integration.smoke`).
 """
 import os
 import re
@@ -121,16 +121,15 @@ def skip_missing_test_sets(opt: Dict[str, Any]) -> List[str]:
     test option file runs on the benchmark sets that are there. When none is there, nothing is left out and
     :func:`check_files` reports them all. Returns the phases left out."""
     datasets = opt.get('datasets') or {}
-    missing = {phase: next((f'{key} {dataset_opt[key]}' for key in ('dataroot_gt', 'dataroot_lq')
+    missing = {phase: next(((key, dataset_opt[key]) for key in ('dataroot_gt', 'dataroot_lq')
                             if isinstance(dataset_opt.get(key), str) and not osp.exists(dataset_opt[key])), None)
                for phase, dataset_opt in datasets.items() if isinstance(dataset_opt, dict)}
-    missing = {phase: what for phase, what in missing.items() if what}
+    missing = {phase: key_and_root for phase, key_and_root in missing.items() if key_and_root}
     if not missing or len(missing) == len(datasets):
         return []
-    for phase, what in missing.items():
+    for phase, (key, root) in missing.items():
         name = datasets[phase].get('name', phase)
-        print(f'Skipped datasets.{phase} ({name}): {what} does not exist; {data_source(what.split(" ", 1)[1])}.',
-              flush=True)
+        print(f'Skipped datasets.{phase} ({name}): {key} {root} does not exist; {data_source(root)}.', flush=True)
         del datasets[phase]
     print(f"Testing on {', '.join(d.get('name', p) for p, d in datasets.items())}.", flush=True)
     return list(missing)
@@ -148,12 +147,11 @@ def resuming(opt: Dict[str, Any]) -> bool:
 def checkpoint_problems(opt: Dict[str, Any], stand_ins: Iterable[str] = ()) -> List[str]:
     """Missing ``path.pretrain_network_*`` files, a teacher or (with ``cl_opt`` / ``ce_opt``) VQGAN checkpoint not
     given at all, and a missing ``path.resume_state``."""
-    from dckd_basicsr.training.resume import FROZEN_NETWORKS
+    from dckd_basicsr.training.resume import networks_saved_by_run
     path_opt = opt.get('path') or {}
     saved_by_run = set()
     if resuming(opt):  # check_resume re-reads the networks the run saves from its own models folder
-        ignored = set(FROZEN_NETWORKS) | set(path_opt.get('ignore_resume_networks') or [])
-        saved_by_run = {f'pretrain_{key}' for key in opt if key.startswith('network_') and key not in ignored}
+        saved_by_run = {f'pretrain_{key}' for key in networks_saved_by_run(opt)}
     problems = []
     train_opt = opt.get('train') or {}
     required = {'pretrain_network_t': isinstance(opt.get('network_t'), dict),
@@ -168,8 +166,8 @@ def checkpoint_problems(opt: Dict[str, Any], stand_ins: Iterable[str] = ()) -> L
             continue
         if key.startswith('pretrain_network_') or (key == 'resume_state' and not opt.get('auto_resume')):
             if not osp.isfile(value):
-                what = 'no such file' if not osp.isdir(value) else 'a folder, not a checkpoint file'
-                problems.append(f'path.{key}: {value}: {what}; {checkpoint_source(key, value)}.')
+                reason = 'no such file' if not osp.isdir(value) else 'a folder, not a checkpoint file'
+                problems.append(f'path.{key}: {value}: {reason}; {checkpoint_source(key, value)}.')
     return problems
 
 

@@ -22,6 +22,8 @@ import os
 from os import path as osp
 from typing import Any, Dict, List
 
+from dckd_basicsr.integration.option_checks import encoder_size_multiple
+
 SMOKE_ITERS = 3
 SMOKE_BATCH = 2
 # path keys whose missing file --stand-in replaces, with the network block each belongs to
@@ -35,7 +37,6 @@ def smoke_patch(opt: Dict[str, Any]) -> int:
     """The smallest GT patch of at least 32 pixels whose LQ side is a multiple of 8 (Restormer's three downsamplings),
     of every network's ``window_size`` (SwinIR) and, for DUKD's zoom-out, of the scale, and whose GT side is a
     multiple of the VQGAN stride."""
-    from dckd_basicsr.integration.option_checks import encoder_size_multiple
     scale = int(opt.get('scale') or 1)
     lq_multiple = 8
     for key, net_opt in opt.items():

@@ -19,7 +19,7 @@ depend on the scale, so their balance is kept by the weight ``10 / 255`` here (t
 every gradient, is then the authors' divided by 255, which Adam's update does not see
 (``tests/test_golden_fakd.py`` checks this against their code).
 
-Their other RCAN settings, for the record (not used by our Table 2 files, which share DCKD's schedule): student
+The Table 2 files share DCKD's schedule, not the authors' other RCAN settings, which are: student
 RCAN 10 groups x 6 blocks, teacher 10 x 20 (``code/train.py``), Adam betas (0.9, 0.999), eps 1e-8, lr 1e-4 halved
 from epoch 150 on (``--decay 150-300-450-600``, ``--gamma 0.5``, stepped at each epoch's start), 200 epochs of
 1000 iterations (``--test_every 1000``), batch 16, HR patch 192 at x4, 144 at x3, 96 at x2 (48x48 LR), flips and

@@ -20,7 +20,8 @@ The student output's pass keeps only the GroupNorm inputs of the frozen encoder 
 ``train.fast.autocast`` (``bf16``/``fp16``) and ``train.fast.channels_last`` apply to the teacher, the history model
 and the encoder; the losses and the code logits stay in fp32. ``train.fast.amp`` adds the student's forward pass and
 the loss computation (the code logits stay fp32); ``train.fast.compile`` compiles the history model and the
-encoder's residual, attention and downsampling blocks besides the student and the teacher (:mod:`dckd_basicsr.training.fast`).
+encoder's residual, attention and downsampling blocks besides the student and the teacher
+(:mod:`dckd_basicsr.training.fast`).
 """
 from collections import OrderedDict
 from typing import List, Optional, Tuple
@@ -32,14 +33,15 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
 from dckd_basicsr.archs.vqgan_arch import AttnBlock, Downsample, ResnetBlock
-from dckd_basicsr.distill.negatives import NegativeGenerator
-from dckd_basicsr.errors import OptionError
-from dckd_basicsr.training.fast import freeze
 from dckd_basicsr.distill.history import HistorySchedule, update_history
 from dckd_basicsr.distill.loss_terms import LossTerm
+from dckd_basicsr.distill.negatives import NegativeGenerator
+from dckd_basicsr.distill.teacher import load_pretrained_network
+from dckd_basicsr.errors import OptionError
 from dckd_basicsr.losses.dcl_loss import NegativeDistances
-from dckd_basicsr.models.kd_model import KDModel, load_pretrained_network
+from dckd_basicsr.models.kd_model import KDModel
 from dckd_basicsr.options import check_unit_interval, train_option
+from dckd_basicsr.training.frozen import freeze
 
 Taps = List[Tensor]
 
@@ -89,7 +91,7 @@ class DCKDModel(KDModel):
             raise OptionError('path.pretrain_network_vqgan: missing; give the taming-transformers VQGAN checkpoint '
                               '(e.g. the ImageNet f16-1024 last.ckpt).')
         self.net_vqgan = freeze(build_network(self.opt['network_vqgan']).to(self.device))
-        per_pass = self.fast.get('negatives_per_pass', 1)
+        per_pass = self.fast.extra.get('negatives_per_pass', 1)
         if isinstance(per_pass, bool) or not isinstance(per_pass, int) or per_pass < 1:
             raise OptionError(f'train.fast.negatives_per_pass: {per_pass!r}; give an integer >= 1 (1: least memory).')
         self.negatives_per_pass = per_pass
@@ -101,7 +103,7 @@ class DCKDModel(KDModel):
                 f'lacks {len(missing)} of the encoder\'s tensors ({", ".join(missing[:4])}...)'
             raise OptionError(f'path.pretrain_network_vqgan: {path} {what}; expected taming-transformers keys '
                               '(encoder.*, quant_conv.*, quantize.embedding.weight) matching network_vqgan.ddconfig.')
-        self.fast.prepare(self.net_vqgan)
+        self.frozen.prepare(self.net_vqgan)
 
     def setup_history(self) -> None:
         """The history model: a frozen copy of the EMA student (the student when EMA is off), or of
@@ -120,7 +122,7 @@ class DCKDModel(KDModel):
                               self.opt['path'].get('param_key_his', 'params'))
         else:
             self.net_his.load_state_dict(self.history_source().state_dict())
-        self.fast.prepare(freeze(self.net_his))
+        self.frozen.prepare(freeze(self.net_his))
 
     def networks_to_compile(self) -> List[Tuple[str, nn.Module, Optional[Tuple[type, ...]]]]:
         """The KD base's, the history model and the encoder's blocks (its passes stream taps to callbacks, which
@@ -155,12 +157,12 @@ class DCKDModel(KDModel):
     def restore_negatives(self) -> Tensor:
         """(num_neg + 1) * B history-model outputs, negative-major (the LQ input first), in one batched pass (they
         are images, small next to their encoder features)."""
-        return self.fast.run(self.net_his, self.negatives(self.lq))
+        return self.frozen.run(self.net_his, self.negatives(self.lq))
 
     def encode(self, x: Tensor, **kwargs) -> Tuple[Taps, Optional[Tensor]]:
         """:meth:`VQGANEncoder.encode` under the ``train.fast`` settings; taps and logits come back in fp32."""
-        with self.fast.autocast():
-            taps, logits = self.net_vqgan.encode(self.fast.input(x), **kwargs)
+        with self.precision.frozen_autocast():
+            taps, logits = self.net_vqgan.encode(self.frozen.input(x), **kwargs)
         return [tap.float() for tap in taps], (None if logits is None else logits.float())
 
     def encode_student(self) -> Tuple[Taps, Optional[Tensor]]:

@@ -46,12 +46,12 @@ from typing import Dict, List, Tuple
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
-from dckd_basicsr.errors import OptionError
-from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
-from dckd_basicsr.models.kd_model import KDModel
-from dckd_basicsr.options import check_unit_interval, train_option
 from dckd_basicsr.archs.padding import padded_forward
+from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.distill.upcycling import matlab_bicubic_downscale, random_grid_positions, zoom_in_tiles
+from dckd_basicsr.errors import OptionError
+from dckd_basicsr.models.kd_model import KDModel, Step
+from dckd_basicsr.options import check_unit_interval, train_option
 
 DUKD_OPT_KEYS = ('n_gt_sub', 'zoom_out', 'zero_grad_between_steps')
 
@@ -59,6 +59,8 @@ DUKD_OPT_KEYS = ('n_gt_sub', 'zoom_out', 'zero_grad_between_steps')
 @MODEL_REGISTRY.register()
 class DUKDModel(KDModel):
     """KD base + DUKD's zoom-in/zoom-out upcycling as a second optimizer step per iteration."""
+
+    SKIPPED_UPDATES = 'both optimizer steps and the EMA update'
 
     def setup_losses(self) -> None:
         super().setup_losses()
@@ -126,42 +128,18 @@ class DUKDModel(KDModel):
                 terms['l_zoom_out_kd'] = self.cri_kd(output, padded_forward(self.teacher, small, multiple))
         return terms
 
-    def optimize_parameters(self, current_iter: int) -> None:
-        """Step 1 (KD base terms), step 2 (upcycling), then EMA and :meth:`after_step` once, as DUKD does.
-
-        Each step is skipped on its own when one of its terms is NaN/Inf; EMA and :meth:`after_step` run when at
-        least one step was taken. Under DDP the finiteness flags are all-reduced, so every rank skips alike."""
-        with self.model_random_stream():
+    def optimizer_steps(self, current_iter: int) -> List[Step]:
+        """Step 1 (the KD base's terms), then step 2 (upcycling), as DUKD does; EMA and :meth:`after_step` follow once
+        (:meth:`KDModel.optimize_parameters`). Each step is skipped on its own when one of its terms is NaN/Inf."""
+        (first, skipped_first), = super().optimizer_steps(current_iter)
+        # never carry NaN/Inf gradients into step 2 (nor fp16 gradients that overflowed)
+        if skipped_first or self.zero_grad_between_steps or self.precision.overflow:
             self.optimizer_g.zero_grad(set_to_none=True)
-            with self.fast.amp():
-                self.output = self.net_g(self.lq).float()  # fp32 already, unless train.fast.amp
-                self.run_teacher()
-                first = self.compute_losses(current_iter)
-            skipped_first = self.backward_and_step(first)
-            # never carry NaN/Inf gradients into step 2 (nor fp16 gradients that overflowed)
-            if skipped_first or self.zero_grad_between_steps or self.fast.overflow:
-                self.optimizer_g.zero_grad(set_to_none=True)
-            else:
-                self.fast.keep_gradients_for_next_step(self.optimizer_g)
-            with self.fast.amp():
-                second = self.upcycling_terms()
-            skipped_second = self.backward_and_step(second)
-        losses = OrderedDict(first)
-        losses.update(second)
-        self.log_dict = self.reduce_loss_dict(losses)
-        if skipped_first and skipped_second:
-            self.nonfinite.skipped(current_iter, self.nonfinite_values(skipped_first + skipped_second),
-                                   'both optimizer steps and the EMA update')
-            return
-        if skipped_first or skipped_second:  # counts towards train.max_nonfinite_steps like a skipped iteration
-            self.nonfinite.skipped(current_iter, self.nonfinite_values(skipped_first or skipped_second),
-                                   f'optimizer step {1 if skipped_first else 2} of 2, the other step and the EMA '
-                                   'update ran')
         else:
-            self.nonfinite.reset()
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
-        self.after_step(current_iter)
+            self.precision.rescale_kept_gradients(self.optimizer_g)
+        with self.precision.step_autocast():
+            second = self.upcycling_terms()
+        return [(first, skipped_first), (second, self.backward_and_step(second))]
 
 
 @MODEL_REGISTRY.register()

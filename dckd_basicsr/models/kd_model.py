@@ -11,22 +11,18 @@ Options (besides ``SRModel``'s):
   ``network_t: {type: SpandrelTeacher}`` builds the teacher from its file with spandrel, no architecture options
   (:mod:`dckd_basicsr.archs.spandrel_arch`);
 * the terms of :data:`KDModel.LOSS_TERMS`: ``train.pixel_opt``, ``train.logits_opt`` (alias ``kd_opt``),
-  ``train.lcr_opt`` with ``train.noisy.prob`` (default 0.5), ``train.fakd_opt`` (:mod:`dckd_basicsr.distill.feature_taps`);
+  ``train.lcr_opt`` with ``train.noisy.prob`` (default 0.5), ``train.fakd_opt``
+  (:mod:`dckd_basicsr.distill.feature_taps`);
 * ``train.fast`` (:mod:`dckd_basicsr.training.fast`: ``amp``, ``autocast``, ``channels_last``, ``compile``,
   ``compile_strict``), ``train.max_nonfinite_steps`` (:mod:`dckd_basicsr.training.nonfinite`);
+* the former one-step DUKD keys ``train.zoom_in_opt``, ``zoom_out_opt`` and ``zoom_out_lq_opt`` are an error naming
+  :class:`~dckd_basicsr.models.dukd_model.DUKDModel`, whose upcycling is a second optimizer step;
 * ``val.pad_multiple`` (the authors' ``val.window_size`` is read as the same): validation/test inputs are padded to a
   multiple of it, default ``network_g.window_size`` (SwinIR) or 1, and the output is cropped back
   (:mod:`dckd_basicsr.archs.padding`).
-
-Where the rest lives: frozen networks and ``train.fast`` in :mod:`dckd_basicsr.training.fast`, the model's random stream in
-:mod:`dckd_basicsr.training.random_streams`, saving and resuming in :mod:`dckd_basicsr.training.resume`, NaN/Inf steps in
-:mod:`dckd_basicsr.training.nonfinite`, FAKD's feature taps in :mod:`dckd_basicsr.distill.feature_taps`, the label-consistency ops in
-:mod:`dckd_basicsr.distill.invertible_ops`. DUKD's upcycling, a second optimizer step, is
-:class:`~dckd_basicsr.models.dukd_model.DUKDModel`; the former one-step keys ``train.zoom_in_opt``, ``zoom_out_opt``
-and ``zoom_out_lq_opt`` are an error naming it.
 """
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from basicsr.archs import build_network
@@ -35,69 +31,30 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
-from dckd_basicsr.errors import OptionError
+from dckd_basicsr.archs.padding import padded_forward
+from dckd_basicsr.archs.spandrel_arch import SpandrelTeacher
 from dckd_basicsr.distill.feature_taps import FeaturePairs
-from dckd_basicsr.training.fast import FastSettings, freeze
 from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.distill.loss_terms import LossTerm, build_loss_terms
-from dckd_basicsr.training.nonfinite import NonFiniteSteps, nonfinite_terms
-from dckd_basicsr.archs.padding import padded_forward
+from dckd_basicsr.distill.teacher import check_output_size, check_spandrel_teacher, load_pretrained_network
+from dckd_basicsr.errors import OptionError
 from dckd_basicsr.options import (check_unit_interval, network_in_channels, train_option,
                                   validation_pad_multiple)
+from dckd_basicsr.training import fast
+from dckd_basicsr.training.checkpoint_files import save_format
+from dckd_basicsr.training.compilation import Compiler
+from dckd_basicsr.training.frozen import FrozenNetworks, freeze
+from dckd_basicsr.training.model_state import TrainingState
+from dckd_basicsr.training.nonfinite import NonFiniteSteps, nonfinite_terms
+from dckd_basicsr.training.precision import MixedPrecision
 from dckd_basicsr.training.random_streams import RandomStreams
-from dckd_basicsr.training.resume import TrainingState, save_format
+
+# An optimizer step's loss terms and the names of those that were NaN/Inf (the step was then skipped).
+Step = Tuple['OrderedDict[str, Tensor]', List[str]]
 
 # Side of the dry-run input that checks the teacher: cheap for a full-size teacher, a multiple of SwinIR's window
 # and of Restormer's 8.
 CHECK_SIZE = 16
-
-
-def load_pretrained_network(net: nn.Module, opt: Dict[str, Any], suffix: str, format_key: str,
-                            default_param_key: Optional[str] = 'params', default_strict: bool = True) -> Dict:
-    """Load ``path.pretrain_network_<suffix>`` into ``net`` with :func:`dckd_basicsr.checkpoints.load_pretrained`.
-
-    Companion options: ``path.param_key_<suffix>``, ``path.strict_load_<suffix>``, ``path.<format_key>`` (or
-    ``path.format_network_<suffix>``) and ``path.trusted_<suffix>``.
-    """
-    from dckd_basicsr.checkpoints import load_pretrained
-    path_opt = opt['path']
-    fmt = path_opt.get(format_key, path_opt.get(f'format_network_{suffix}', 'auto'))
-    return load_pretrained(net, path_opt[f'pretrain_network_{suffix}'], fmt=fmt,
-                           param_key=path_opt.get(f'param_key_{suffix}', default_param_key),
-                           strict=path_opt.get(f'strict_load_{suffix}', default_strict),
-                           trusted=bool(path_opt.get(f'trusted_{suffix}', False)),
-                           option=f'path.pretrain_network_{suffix}')
-
-
-def check_output_size(teacher: nn.Module, student: nn.Module, lq_shape: Sequence[int], option: str = 'network_t',
-                      path: Optional[str] = None) -> Tuple[int, ...]:
-    """Run the (bare) teacher and student on one input of ``lq_shape`` and check their outputs have the same size.
-
-    Catches a teacher built with another ``upscale`` (or channel count) than the student, or a checkpoint whose
-    weights give NaN/Inf, before training starts. Both networks run in eval mode under ``torch.no_grad()``; their
-    modes are restored. Returns the common output shape; raises OptionError naming ``option`` (and ``path``).
-    """
-    outputs = []
-    for net in (teacher, student):
-        param = next(iter(net.parameters()), None)
-        was_training = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                out = net(torch.full(tuple(lq_shape), 0.5, device=param.device if param is not None else None))
-        finally:
-            net.train(was_training)
-        outputs.append(out[0] if isinstance(out, (tuple, list)) else out)
-    teacher_out, student_out = outputs
-    where = f'{option} ({path})' if path else option
-    if teacher_out.shape != student_out.shape:
-        raise OptionError(f'{where}: on a {tuple(lq_shape)} input the teacher outputs {tuple(teacher_out.shape)} but '
-                          f'the student {tuple(student_out.shape)}; the teacher must have the student\'s upscale and '
-                          'channels.')
-    if not torch.isfinite(teacher_out).all():
-        raise OptionError(f'{where}: the teacher\'s output contains NaN or Inf; the checkpoint is broken or does '
-                          'not match the network options.')
-    return tuple(teacher_out.shape)
 
 
 @MODEL_REGISTRY.register()
@@ -111,7 +68,9 @@ class KDModel(TrainingState, RandomStreams, SRModel):
         LossTerm('l_fakd', 'fakd_opt', 'cri_fakd', 'FAKD: spatial affinities of paired feature maps',
                  model_keys=('student_layers', 'teacher_layers')),
     )
-    FAST_KEYS = FastSettings.KEYS
+    FAST_KEYS = fast.KEYS
+    # What a skipped iteration leaves out, for the log (DUKD: two optimizer steps).
+    SKIPPED_UPDATES = 'the optimizer, EMA and history updates'
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__(opt)
@@ -121,7 +80,11 @@ class KDModel(TrainingState, RandomStreams, SRModel):
     def init_training_settings(self):
         self.net_g.train()
         self.init_random_stream()
-        self.fast = FastSettings(self.opt['train'].get('fast'), self.FAST_KEYS, self.device, type(self).__name__)
+        self.fast = fast.FastOptions.parse(self.opt['train'].get('fast'), self.FAST_KEYS, self.device,
+                                           type(self).__name__)
+        self.precision = MixedPrecision(self.fast.amp, self.fast.autocast, self.device)
+        self.frozen = FrozenNetworks(self.precision, self.fast.channels_last)
+        self.compiler = Compiler(self.fast.compile, self.fast.compile_strict, self.device)
         self.nonfinite = NonFiniteSteps(self.opt['train'])
         save_format(self.opt)  # a bad logger.save_format fails now, not at the first checkpoint
         self.setup_teacher()
@@ -135,20 +98,19 @@ class KDModel(TrainingState, RandomStreams, SRModel):
     def setup_teacher(self) -> None:
         """Build, load and freeze the teacher; check its output against the student's and the data's scale. A
         ``SpandrelTeacher`` is built by spandrel from the file, then checked against ``scale``, ``network_g`` and
-        ``train.fast.autocast`` (:mod:`dckd_basicsr.archs.spandrel_arch`)."""
+        ``train.fast`` (:func:`dckd_basicsr.distill.teacher.check_spandrel_teacher`)."""
         if not self.opt.get('network_t'):
             raise OptionError(f'network_t: missing; {type(self).__name__} needs the teacher network options.')
         if not self.opt['path'].get('pretrain_network_t'):
             raise OptionError('path.pretrain_network_t: missing; give the teacher checkpoint (a random teacher '
                               'would distil noise).')
-        self.net_t = freeze(build_network(self.opt['network_t']).to(self.device))
+        self.net_t = build_network(self.opt['network_t']).to(self.device)
         load_pretrained_network(self.net_t, self.opt, 't', 'teacher_format')
-        from dckd_basicsr.archs.spandrel_arch import SpandrelTeacher
+        freeze(self.net_t)  # after loading: a SpandrelTeacher's network is built from the file
         option = 'network_t'
-        if isinstance(self.net_t, SpandrelTeacher):  # built from the file by spandrel: freeze what it built, check it
-            freeze(self.net_t)
+        if isinstance(self.net_t, SpandrelTeacher):
             get_root_logger().info(f'Teacher (network_t: SpandrelTeacher): {self.net_t.describe()}')
-            self.net_t.check_fits(self.opt)
+            check_spandrel_teacher(self.net_t, self.opt)
             option = f'network_t ({self.net_t.describe()})'
         lq_shape = (1, network_in_channels(self.opt['network_g']), CHECK_SIZE, CHECK_SIZE)
         out_shape = check_output_size(self.net_t, self.get_bare_model(self.net_g), lq_shape, option=option,
@@ -165,8 +127,8 @@ class KDModel(TrainingState, RandomStreams, SRModel):
     def compile_networks(self) -> None:
         """``train.fast.compile``: every network of :meth:`networks_to_compile`, in place (the EMA is not: it only
         validates)."""
-        for what, net, blocks in self.networks_to_compile():
-            self.fast.compile(net, what, blocks)
+        for option_key, net, blocks in self.networks_to_compile():
+            self.compiler.compile(net, option_key, blocks)
 
     def setup_ema(self) -> None:
         """BasicSR's EMA copy of the student (``train.ema_decay``), frozen."""
@@ -204,8 +166,8 @@ class KDModel(TrainingState, RandomStreams, SRModel):
 
     def teacher(self, x: Tensor) -> Tensor:
         """The frozen teacher on ``x``, in the ``train.fast`` precision and memory format; fp32 output."""
-        self.fast.prepare(self.net_t)
-        return self.fast.run(self.net_t, x)
+        self.frozen.prepare(self.net_t)
+        return self.frozen.run(self.net_t, x)
 
     def run_teacher(self) -> None:
         """One batched teacher pass: ``output_t`` on the LQ input and, with ``lcr_opt``, the label-consistency
@@ -237,38 +199,53 @@ class KDModel(TrainingState, RandomStreams, SRModel):
         return losses
 
     def optimize_parameters(self, current_iter: int) -> None:
-        """One step on the sum of the terms of Eq. 10. A step where a term is NaN or infinite updates nothing (no
-        optimizer step, no EMA, no history update; :mod:`dckd_basicsr.training.nonfinite`).
-
-        The backward pass runs before the finiteness check, whose result the host must wait for: on a GPU the
-        backward kernels are then already queued while it waits, and under DDP every rank runs the same gradient
-        all-reduce whatever its losses (the gradients of a skipped step are dropped by the next ``zero_grad``)."""
+        """One iteration: the optimizer steps of :meth:`optimizer_steps` on the model's own random stream, then the
+        EMA update and :meth:`after_step`. A step where a term is NaN or infinite updates nothing; when every step of
+        the iteration was skipped, neither do the EMA and :meth:`after_step` (:mod:`dckd_basicsr.training.nonfinite`).
+        Under DDP the finiteness flags are all-reduced, so every rank skips alike."""
         with self.model_random_stream():
             self.optimizer_g.zero_grad(set_to_none=True)
-            with self.fast.amp():
-                self.output = self.net_g(self.lq).float()  # fp32 already, unless train.fast.amp
-                self.run_teacher()
-                losses = self.compute_losses(current_iter)
-            nonfinite = self.backward_and_step(losses)
+            steps = self.optimizer_steps(current_iter)
+        losses = OrderedDict()
+        for step_losses, _ in steps:
+            losses.update(step_losses)
         self.log_dict = self.reduce_loss_dict(losses)
-        if nonfinite:
-            self.nonfinite.skipped(current_iter, self.nonfinite_values(nonfinite),
-                                   'the optimizer, EMA and history updates')
+        skipped = [names for _, names in steps]
+        if all(skipped):
+            self.nonfinite.skipped(current_iter, self.nonfinite_values(sum(skipped, [])), self.SKIPPED_UPDATES)
             return
-        self.nonfinite.reset()
+        if any(skipped):  # counts towards train.max_nonfinite_steps like a skipped iteration
+            index = next(i for i, names in enumerate(skipped) if names)
+            self.nonfinite.skipped(current_iter, self.nonfinite_values(skipped[index]),
+                                   f'optimizer step {index + 1} of {len(steps)}, the other step and the EMA update ran')
+        else:
+            self.nonfinite.reset()
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
         self.after_step(current_iter)
 
+    def optimizer_steps(self, current_iter: int) -> List[Step]:
+        """The iteration's optimizer steps, each with its terms and the names of its NaN/Inf terms: here one step on
+        the sum of the terms of Eq. 10 (DUKD adds a second)."""
+        with self.precision.step_autocast():
+            self.output = self.net_g(self.lq).float()  # fp32 already, unless train.fast.amp
+            self.run_teacher()
+            losses = self.compute_losses(current_iter)
+        return [(losses, self.backward_and_step(losses))]
+
     def backward_and_step(self, losses: 'OrderedDict[str, Tensor]') -> List[str]:
         """Backward on the sum of ``losses``, then an optimizer step unless a term is NaN/Inf on any rank; returns
         the names of those terms. Under ``train.fast.amp: fp16`` the loss is scaled and the step goes through the
-        GradScaler, which skips it when the fp16 gradients overflowed (``self.fast.overflow``; not a non-finite
-        loss, so not counted towards ``train.max_nonfinite_steps``)."""
-        self.fast.backward(sum(losses.values()))
+        GradScaler, which skips it when the fp16 gradients overflowed (``self.precision.overflow``; not a non-finite
+        loss, so not counted towards ``train.max_nonfinite_steps``).
+
+        The backward pass runs before the finiteness check, whose result the host must wait for: on a GPU the
+        backward kernels are then already queued while it waits, and under DDP every rank runs the same gradient
+        all-reduce whatever its losses (the gradients of a skipped step are dropped by the next ``zero_grad``)."""
+        self.precision.backward(sum(losses.values()))
         nonfinite = nonfinite_terms(losses, bool(self.opt.get('dist')))
         if not nonfinite:
-            self.fast.step(self.optimizer_g)
+            self.precision.optimizer_step(self.optimizer_g)
         return nonfinite
 
     def nonfinite_values(self, names: List[str]) -> str:

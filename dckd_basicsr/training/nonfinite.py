@@ -6,8 +6,8 @@ replicas stay identical. After ``train.max_nonfinite_steps`` consecutive skipped
 training stops with :class:`~dckd_basicsr.errors.NonFiniteLossError`.
 
 Under ``train.fast.amp: fp16`` the GradScaler skips, on its own, the steps whose fp16 *gradients* overflowed and
-lowers its loss scale (:meth:`dckd_basicsr.training.fast.FastSettings.step`); their loss values are finite, so they are not
-counted here. A loss term that is NaN or infinite still is, whatever the precision.
+lowers its loss scale (:meth:`dckd_basicsr.training.precision.MixedPrecision.optimizer_step`); their loss values are
+finite, so they are not counted here. A loss term that is NaN or infinite still is, whatever the precision.
 """
 from typing import Dict, List, Mapping
 
@@ -15,8 +15,16 @@ import torch
 from basicsr.utils import get_root_logger
 from torch import Tensor
 
-from dckd_basicsr.errors import NonFiniteLossError
-from dckd_basicsr.integration.option_checks import nonfinite_limit
+from dckd_basicsr.errors import NonFiniteLossError, OptionError
+
+
+def nonfinite_limit(train_opt: Dict) -> int:
+    """``train.max_nonfinite_steps``: consecutive steps with a NaN/Inf loss before training stops (default 10,
+    0 never stops)."""
+    limit = train_opt.get('max_nonfinite_steps', 10)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise OptionError(f'train.max_nonfinite_steps: {limit!r}; give a number of steps >= 0 (0 never stops).')
+    return limit
 
 
 def nonfinite_terms(losses: Mapping[str, Tensor], distributed: bool) -> List[str]:
@@ -42,12 +50,12 @@ class NonFiniteSteps:
         """A step was taken."""
         self.in_a_row = 0
 
-    def skipped(self, current_iter: int, values: str, what: str) -> None:
-        """Log a skipped step (``values``: the offending terms and values, ``what``: what was skipped); raise once
-        the limit is reached."""
+    def skipped(self, current_iter: int, values: str, skipped_updates: str) -> None:
+        """Log a skipped step (``values``: the offending terms and values, ``skipped_updates``: what was not
+        updated); raise once the limit is reached."""
         self.in_a_row += 1
         limit = self.limit
-        get_root_logger().warning(f'iter {current_iter}: non-finite loss ({values}); skipped {what} '
+        get_root_logger().warning(f'iter {current_iter}: non-finite loss ({values}); skipped {skipped_updates} '
                                   f'({self.in_a_row} in a row{f", the run stops at {limit}" if limit else ""}).')
         if limit and self.in_a_row >= limit:
             raise NonFiniteLossError(

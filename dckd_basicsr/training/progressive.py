@@ -12,10 +12,12 @@ random offset to the stage's size. The option keys are the Restormer authors' (i
     gt_sizes: [128, 160, 192, 256, 320, 384]      # GT patch size of each stage
     iters: [92000, 64000, 48000, 36000, 36000, 24000]   # length of each stage
 
-Validation is untouched: only the training step crops. :func:`attach_progressive_patches` wraps a built model's
-``optimize_parameters`` when the options ask for a schedule; it works for any BasicSR model that reads ``self.lq`` and
+Validation is untouched: only the training step crops. When the options ask for a schedule, the patched
+``build_model`` (:mod:`dckd_basicsr.integration.patches`) builds the model from :func:`with_progressive_patches` of its
+class: the model class with the :class:`ProgressivePatches` mixin, for any BasicSR model that reads ``self.lq`` and
 ``self.gt`` in ``optimize_parameters`` (``SRModel``, the plugin's KD models).
 """
+import functools
 import random
 from bisect import bisect_left
 from itertools import accumulate
@@ -116,28 +118,38 @@ class ProgressivePatchSchedule:
         return lq, gt
 
 
-def attach_progressive_patches(model: Any, opt: Dict[str, Any]) -> Optional[ProgressivePatchSchedule]:
-    """Make ``model.optimize_parameters`` crop ``model.lq`` / ``model.gt`` by the options' schedule first.
+def asks_for_progressive_patches(opt: Dict[str, Any]) -> bool:
+    """Whether a training run's options set any of :data:`PROGRESSIVE_KEYS` (the schedule then checks them all)."""
+    train_opt = (opt.get('datasets') or {}).get('train') or {}
+    return bool(opt.get('is_train')) and any(train_opt.get(key) is not None for key in PROGRESSIVE_KEYS)
 
-    Does nothing (returns None) when the options have no schedule. The stage change is logged once per stage.
-    """
-    schedule = ProgressivePatchSchedule.from_options(opt)
-    if schedule is None:
-        return None
-    optimize_parameters = model.optimize_parameters
-    logged = set()
 
-    def progressive_optimize_parameters(current_iter):
+class ProgressivePatches:
+    """Mixin for any BasicSR model that reads ``self.lq`` and ``self.gt`` in ``optimize_parameters``: each training
+    batch is cropped by the options' :class:`ProgressivePatchSchedule` (``self.progressive_schedule``) before the
+    model's own step; the first iteration of each stage is logged. Validation is untouched."""
+
+    def __init__(self, opt: Dict[str, Any]):
+        super().__init__(opt)
+        self.progressive_schedule = ProgressivePatchSchedule.from_options(opt)
+        self._logged_stages = set()
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        schedule = self.progressive_schedule
         stage = schedule.stage(current_iter)
-        if stage not in logged:
-            logged.add(stage)
+        if stage not in self._logged_stages:
+            self._logged_stages.add(stage)
             from basicsr.utils import get_root_logger
             get_root_logger().info(f'Progressive patches, stage {stage + 1}/{len(schedule.ends)} from iter '
                                    f'{current_iter}: patch {schedule.gt_sizes[stage]}, '
                                    f'batch {schedule.mini_batch_sizes[stage]} per GPU.')
-        model.lq, model.gt = schedule(model.lq, model.gt, current_iter)
-        return optimize_parameters(current_iter)
+        self.lq, self.gt = schedule(self.lq, self.gt, current_iter)
+        return super().optimize_parameters(current_iter)
 
-    model.optimize_parameters = progressive_optimize_parameters
-    model.progressive_schedule = schedule
-    return schedule
+
+@functools.lru_cache(maxsize=None)
+def with_progressive_patches(model_class: type) -> type:
+    """``model_class`` with :class:`ProgressivePatches` in front, under the same name (BasicSR logs the class name);
+    one class per model class."""
+    return type(model_class.__name__, (ProgressivePatches, model_class),
+                {'__doc__': f'{model_class.__name__} trained with progressive patches (:class:`ProgressivePatches`).'})
