@@ -6,6 +6,7 @@ Usage::
     python benchmarks/bench_quality.py --quick                # a smoke run (under a minute): tiny schedule, Set5 only
     python benchmarks/bench_quality.py --modes fp32 amp-bf16 --iters 600 --device cuda
     python benchmarks/bench_quality.py --data /path/to/shared/data --append benchmarks/RESULTS.md
+    python benchmarks/bench_quality.py --student span --fp32-seeds 2   # Scratch, Logits, DCKD for a SPAN student
 
 Real photos from the project's shared data folder (``--data``, default ``../shared/data`` next to the repository):
 training HR images from ``t91/HR``, ``div2k/HR`` and ``flickr2k/HR``, downscaled x4 with BasicSR's MATLAB bicubic
@@ -27,6 +28,11 @@ Modes (``--modes``): ``fp32`` (exact), ``autocast-bf16`` (frozen networks in bf1
 (the whole step in bf16), ``amp-fp16`` (fp16 with the GradScaler; left out by default on CPU, where fp16 is
 emulated and about ten times slower), ``compile`` (fp32, compiled networks), ``amp-bf16-compile``. ``--quick`` runs
 without the compile modes.
+
+``--student span`` compares methods instead of precisions, for an efficient student from spandrel: a small SPAN
+(16 channels, x4; ``dckd_basicsr/archs/spandrel_students_arch.py``) trained as Scratch (``SRModel``, L1 to GT),
+Logits (``KDModel``, + L1 to the teacher) and DCKD (as above) in fp32, from the same seed on the same batches, after
+the same teacher; ``--fp32-seeds N`` adds DCKD runs from seeds 1..N for the spread. The differences are to Scratch.
 """
 import argparse
 import copy
@@ -58,6 +64,8 @@ MODES = {
 }
 TEACHER = dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=32, num_block=6, upscale=SCALE)
 STUDENT = dict(TEACHER, num_feat=16, num_block=2)
+SPAN_STUDENT = dict(type='SPAN', num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=SCALE)
+METHOD_RUNS = ('Scratch', 'Logits', 'DCKD')  # --student span: what each run trains (all fp32)
 VQGAN = dict(type='VQGAN', embed_dim=32, n_embed=64,
              ddconfig=dict(double_z=False, z_channels=32, resolution=48, in_channels=3, out_ch=3, ch=32,
                            ch_mult=[1, 1, 2, 2, 4], num_res_blocks=1, attn_resolutions=[], dropout=0.0))
@@ -174,14 +182,21 @@ def train_model(opt: dict, patches: TrainingPatches, iters: int, batch: int, dev
     return model
 
 
-def student_options(root: str, device: str, iters: int, teacher: str, vqgan: str, fast: Optional[dict]) -> dict:
+def student_options(root: str, device: str, iters: int, teacher: str, vqgan: str, fast: Optional[dict],
+                    student: dict = STUDENT, method: str = 'DCKD') -> dict:
+    """A DCKD student's options (``method`` ``Scratch``: ``SRModel`` alone; ``Logits``: ``KDModel``)."""
     opt = base_options(root, device, iters)
-    opt.update(model_type='DCKDModel', network_g=copy.deepcopy(STUDENT), network_t=copy.deepcopy(TEACHER),
-               network_his=True, network_vqgan=copy.deepcopy(VQGAN))
-    opt['path'].update(pretrain_network_t=teacher, param_key_t='params', pretrain_network_vqgan=vqgan,
-                       param_key_vqgan='params')
-    opt['train'].update(logits_opt=dict(type='L1Loss'),
-                        cl_opt=dict(type='ContrasLoss', d_func='L1', loss_weight=0.1,
+    opt['network_g'] = copy.deepcopy(student)
+    if method == 'Scratch':
+        return opt
+    opt.update(model_type='KDModel', network_t=copy.deepcopy(TEACHER))
+    opt['path'].update(pretrain_network_t=teacher, param_key_t='params')
+    opt['train'].update(logits_opt=dict(type='L1Loss'))
+    if method == 'Logits':
+        return opt
+    opt.update(model_type='DCKDModel', network_his=True, network_vqgan=copy.deepcopy(VQGAN))
+    opt['path'].update(pretrain_network_vqgan=vqgan, param_key_vqgan='params')
+    opt['train'].update(cl_opt=dict(type='ContrasLoss', d_func='L1', loss_weight=0.1,
                                     weights=[0.03125, 0.0625, 0.125, 0.25, 1.0]),
                         ce_opt=dict(type='CELoss', loss_weight=0.001), num_neg=4, update_decay=0.1,
                         step=[max(1, iters // 15)], gaussian_noise_prob=1, gray_noise_prob=0.5, gaussian_blur_prob=0,
@@ -205,6 +220,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--fp32-seeds', type=int, default=0,
                         help='extra fp32 runs with seeds 1..N (other initial weights and batches): the run-to-run '
                         'spread that any change of the trajectory gives, to judge the modes\' differences against')
+    parser.add_argument('--student', choices=['span'],
+                        help='compare Scratch, Logits and DCKD (fp32) for this efficient student instead of the modes')
     parser.add_argument('--append', help='append the table to this markdown file (e.g. benchmarks/RESULTS.md)')
     args = parser.parse_args(argv)
     if args.threads:
@@ -224,6 +241,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'amp-fp16: left out, torch {torch.__version__} has no fp16 autocast on {args.device}.')
         modes.remove('amp-fp16')
     modes = ['fp32'] + [m for m in modes if m != 'fp32']
+    # (run, method, train.fast, seed): the precision modes, or with --student the methods; then the seed spread
+    reference = 'Scratch' if args.student else 'fp32'
+    student = SPAN_STUDENT if args.student else STUDENT
+    runs = [(method, method, None, 0) for method in METHOD_RUNS] if args.student else \
+        [(mode, 'DCKD', MODES[mode], 0) for mode in modes]
+    runs += [(f'{"DCKD " if args.student else ""}fp32, seed {seed}', 'DCKD', None, seed)
+             for seed in range(1, args.fp32_seeds + 1)]
     try:
         check_data(args.data, test_sets)
         patches = TrainingPatches(args.data, max_images)
@@ -245,18 +269,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                               for name, pairs in evaluation.items()}
         results['teacher']['seconds'] = time.perf_counter() - start
         print(f"teacher: {results['teacher']}", flush=True)
-        for mode in modes:
+        for run, method, fast, seed in runs:
             start = time.perf_counter()
-            opt = student_options(root, args.device, args.iters, teacher_path, vqgan_path, MODES[mode])
-            model = train_model(opt, patches, args.iters, args.batch, args.device)
-            results[mode] = {name: psnr(model.net_g, pairs, args.device) for name, pairs in evaluation.items()}
-            results[mode]['seconds'] = time.perf_counter() - start
-            print(f'{mode}: {results[mode]}', flush=True)
-        for seed in range(1, args.fp32_seeds + 1):
-            start = time.perf_counter()
-            opt = student_options(root, args.device, args.iters, teacher_path, vqgan_path, None)
+            opt = student_options(root, args.device, args.iters, teacher_path, vqgan_path, fast, student, method)
             model = train_model(opt, patches, args.iters, args.batch, args.device, seed=seed)
-            run = f'fp32, seed {seed}'
             results[run] = {name: psnr(model.net_g, pairs, args.device) for name, pairs in evaluation.items()}
             results[run]['seconds'] = time.perf_counter() - start
             print(f'{run}: {results[run]}', flush=True)
@@ -264,16 +280,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     hardware = torch.cuda.get_device_name() if args.device.startswith('cuda') else \
         f'{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores visible'
-    lines = [f'### DCKD short training x4: PSNR after {args.iters} iterations per mode (teacher {args.teacher_iters}, '
-             f'batch {args.batch}, GT {GT_SIZE}), {args.device}', '',
+    title = (f'{student["type"]} student ({student["feature_channels"]} channels): Scratch, Logits and DCKD'
+             if args.student else 'DCKD')
+    lines = [f'### {title} short training x4: PSNR after {args.iters} iterations per run (teacher '
+             f'{args.teacher_iters}, batch {args.batch}, GT {GT_SIZE}), {args.device}', '',
              f'Run: {now}. Hardware: {hardware}; torch {torch.__version__}, {torch.get_num_threads()} threads. '
              f'Command: `python benchmarks/bench_quality.py {" ".join(sys.argv[1:] if argv is None else argv)}`.', '',
-             '| run | ' + ' | '.join(f'{name} PSNR | {name} vs fp32' for name in test_sets) + ' | time s |',
+             '| run | ' + ' | '.join(f'{name} PSNR | {name} vs {reference}' for name in test_sets) + ' | time s |',
              '|---|' + '---|---|' * len(test_sets) + '---|']
     for run, values in results.items():
         cells = []
         for name in test_sets:
-            diff = '' if run == 'teacher' else f"{values[name] - results['fp32'][name]:+.3f} dB"
+            diff = '' if run == 'teacher' else f"{values[name] - results[reference][name]:+.3f} dB"
             cells.append(f'{values[name]:.3f} | {diff}')
         lines.append(f'| {run} | ' + ' | '.join(cells) + f" | {values['seconds']:.0f} |")
     print('\n'.join([''] + lines))

@@ -7,11 +7,14 @@ Usage::
     python benchmarks/bench_step.py --configs swinir --append benchmarks/RESULTS.md
     python benchmarks/bench_step.py --loss-diff                     # loss values only: fp32 against each fast row
     python benchmarks/bench_step.py --methods "DCKD amp bf16" "DCKD amp bf16 + compile"   # a subset of the rows
+    python benchmarks/bench_step.py --configs span --methods "DCKD amp bf16"   # an efficient student (spandrel SPAN)
 
 For each configuration of Table 1 (SwinIR x4: student SwinIR 60/4x6, teacher SwinIR-M 180/6x6; RCAN x4: student
 RCAN 10x6, teacher RCAN 10x20; the full-size taming f16-1024 VQGAN encoder; all with random weights, which cost
 the same as trained ones) the real models of this plugin are built from option dicts and their
-``optimize_parameters`` timed side by side in one process on the same inputs:
+``optimize_parameters`` timed side by side in one process on the same inputs. ``span``: the efficient student of
+``options/train/SPAN`` (spandrel's SPAN, 48 channels) with the same SwinIR-M teacher, where the frozen networks
+dominate the step:
 
 * ``scratch``: BasicSR's ``SRModel``, L1 to GT;
 * ``logits KD``: ``KDModel``, L1 to GT + L1 to the teacher output;
@@ -71,6 +74,8 @@ CONFIGS = {
     'swinir': dict(student=dict(BASE, embed_dim=60, depths=[6] * 4, num_heads=[6] * 4),
                    teacher=dict(BASE, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6)),
     'rcan': dict(student=dict(RCAN, num_block=6), teacher=dict(RCAN, num_block=20)),
+    'span': dict(student=dict(type='SPAN', num_in_ch=3, num_out_ch=3, feature_channels=48, upscale=4),
+                 teacher=dict(BASE, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6)),
 }
 VQGAN = dict(type='VQGAN', embed_dim=256, n_embed=1024, ddconfig=DEFAULT_DDCONFIG)  # taming's f16-1024
 FAST = dict(autocast='bf16', channels_last=True)  # the 'DCKD fast' row; --autocast sets its precision

@@ -21,6 +21,8 @@ SR_METHODS = ('Scratch', 'Logits', 'FAKD', 'DUKD', 'DCKD', 'DCKDstar', 'DCKDEq9'
 GROUPS = [(b, s) for b in ('SwinIR', 'RCAN') for s in (2, 3, 4)]
 TABLE2_LABEL = {'Scratch': 'Scratch', 'Logits': 'Logits', 'FAKD': 'FAKD', 'DUKD': 'DUKD', 'DCKD': 'DCKD',
                 'DCKDstar': 'DCKD*', 'DCKDEq9': 'DCKD (Eq. 9)'}
+EFFICIENT = ('SPAN', 'SAFMN')  # spandrel students at x4, from the SwinIR-M x4 teacher
+EFFICIENT_METHODS = ('Scratch', 'Logits', 'DCKD', 'DCKDstar')
 
 
 def sr_file(backbone, scale, method):
@@ -34,7 +36,7 @@ def test_every_option_file_parses_and_names_registered_types(path):
     check_option_types(opt)  # raises UnknownTypeError naming the key
 
 
-@pytest.mark.parametrize('backbone', ['SwinIR', 'RCAN', 'NAFNet', 'Restormer'])
+@pytest.mark.parametrize('backbone', ['SwinIR', 'RCAN', 'NAFNet', 'Restormer', 'SPAN', 'SAFMN'])
 def test_option_files_are_ascii_with_short_lines(backbone):
     for path in glob.glob(osp.join(REPO, 'options', '*', backbone, '*.yml')):
         with open(path, 'rb') as f:
@@ -46,13 +48,14 @@ def test_option_files_are_ascii_with_short_lines(backbone):
 def test_generator_reproduces_the_committed_files_byte_for_byte():
     module = generator_module()
     files = module.all_files()
-    assert len(files) == 2 * 3 * len(SR_METHODS) * 2  # train and test file per backbone, scale and method
+    efficient = len(EFFICIENT) * (len(EFFICIENT_METHODS) + 1)  # x4 rows and the SpandrelTeacher DCKD*
+    assert len(files) == (2 * 3 * len(SR_METHODS) + efficient) * 2  # train and test file per row
     for relative, text in files:
         with open(osp.join(REPO, 'options', relative)) as f:
             assert f.read() == text, f'options/{relative} differs: run python options/generate_sr_options.py'
     generated = {osp.join(REPO, 'options', relative) for relative, _ in files}
-    on_disk = set(glob.glob(osp.join(REPO, 'options', '*', 'SwinIR', '*.yml')) +
-                  glob.glob(osp.join(REPO, 'options', '*', 'RCAN', '*.yml')))
+    on_disk = {path for backbone in ('SwinIR', 'RCAN') + EFFICIENT
+               for path in glob.glob(osp.join(REPO, 'options', '*', backbone, '*.yml'))}
     assert on_disk - generated == {osp.join(REPO, 'options/train/SwinIR/train_SwinIR_SRx4_DCKD_authors.yml')}
     assert module.main(['--check']) == 0
 
@@ -153,6 +156,28 @@ def test_x4_networks_have_table1_sizes(backbone):
     opt = load_option_file(sr_file(backbone, 4, 'Logits'))
     for key, role in (('network_g', 'student'), ('network_t', 'teacher')):
         assert count_built(dict(opt[key])) == TABLE1[(backbone, role)][2], key
+
+
+@pytest.mark.parametrize('student, params', [('SPAN', 1840488), ('SAFMN', 239520)])
+def test_efficient_students_differ_from_the_swinir_x4_rows_only_in_the_student(student, params):
+    """SPAN (its 48-channel release; 426,288 parameters once its convolutions are fused, 1,840,488 while
+    training) and SAFMN (its x4 release) take every other value of the paper's SwinIR x4 row, teacher included;
+    their SpandrelTeacher DCKD* differs from DCKD* in the teacher only."""
+    from dckd_basicsr.archs.spandrel_students_arch import check_network_options
+    for method in EFFICIENT_METHODS:
+        opt = load_option_file(sr_file(student, 4, method))
+        ours, paper = flatten(opt), flatten(load_option_file(sr_file('SwinIR', 4, method)))
+        assert {k for k in _changed(paper, ours) if not k.startswith('network_g.')} <= {'model_type', 'val.window_size'}
+        assert ours['network_g.type'] == student and count_built(dict(opt['network_g'])) == params
+        assert ours['model_type'] == ('SRModel' if method == 'Scratch' else paper['model_type'])
+        check_network_options(opt)
+        labels = labels_from_name(ours['name'])
+        assert (labels['scale'], labels['method']) == (4, TABLE2_LABEL[method])
+    variant = flatten(load_option_file(sr_file(student, 4, 'DCKDstar_SpandrelTeacher')))
+    changed = _changed(flatten(load_option_file(sr_file(student, 4, 'DCKDstar'))), variant)
+    assert not _only(changed, ({'path.pretrain_network_t', 'path.param_key_t'}, ('network_t.', )))
+    assert (variant['network_t.type'], variant['path.pretrain_network_t']) == (
+        'SpandrelTeacher', 'experiments/pretrained_models/HAT/HAT-L_SRx4_ImageNet-pretrain.pth')
 
 
 # ---------------------------------------------------------------- deblurring and deraining (NAFNet, Restormer)

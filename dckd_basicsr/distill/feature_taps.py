@@ -23,6 +23,10 @@ the DCKD student (4 RSTB) gets ``layers.0`` (1.2 -> 1), ``layers.2`` (2.8 -> 3) 
 (6 RSTB) ``layers.1`` (1.8 -> 2), ``layers.3`` (4.2 -> 4) and its body's end: relative depths 0.25/0.75 against
 0.33/0.67, the closest stage boundaries to the authors' 0.3/0.7. Pairs are taken in list order.
 
+A spandrel architecture registered as a student (:mod:`dckd_basicsr.archs.spandrel_students_arch`) states its
+stages and its body's end; the same rule picks the default taps among them (SPAN's six blocks: ``block_2``,
+``block_4``, ``upsampler:input``).
+
 A teacher loaded by spandrel (``network_t: {type: SpandrelTeacher}``) is tapped by the loaded network's own module
 names, i.e. those of its checkpoint keys (``body.2`` of an official RCAN, ``layers.1`` of SwinIR), not the wrapper's
 ``model.*``. Its defaults follow the same rule for the spandrel RCAN (``body.<g>`` groups, the body's end
@@ -37,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from dckd_basicsr.archs.spandrel_arch import SpandrelTeacher
+from dckd_basicsr.archs.spandrel_students_arch import feature_stages
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.options import network_in_channels
 
@@ -63,6 +68,10 @@ def default_feature_layers(net_opt: Dict[str, Any]) -> Optional[List[str]]:
         num_stages = len(net_opt.get('depths', [6, 6, 6, 6]))
         end = SWINIR_BODY_END.get(net_opt.get('upsampler', ''), 'conv_last')
         return [f'layers.{stage_at(f, num_stages)}' for f in FAKD_DEPTHS] + [f'{end}{INPUT_SUFFIX}']
+    layout = feature_stages(net_opt)  # a spandrel arch registered as a student, when its stages are known
+    if layout is not None:
+        stages, end = layout
+        return [stages[stage_at(f, len(stages))] for f in FAKD_DEPTHS] + [end]
     return None
 
 
