@@ -46,6 +46,16 @@ def arch_args(net_opt: dict) -> dict:
     return {k: v for k, v in net_opt.items() if k != 'type'}
 
 
+def tiny_swinir(role: str, rstbs: int = 1) -> dict:
+    """The tiny SwinIR ``role`` (student: 8 channels, teacher: 16) with ``rstbs`` residual Swin blocks."""
+    return tiny_network(f'swinir_{role}', depths=[1] * rstbs, num_heads=[2] * rstbs)
+
+
+def tiny_rcan(groups: int) -> dict:
+    """The tiny RCAN student with ``groups`` residual groups."""
+    return tiny_network('rcan_student', num_group=groups)
+
+
 # (backbone, role) -> (network block, Table 1 size in millions, exact parameter count)
 TABLE1 = {(backbone, role): (entry['network'], entry['millions'], entry['params'])
           for backbone, roles in _data_file('table1_networks.yml').items() for role, entry in roles.items()}
@@ -127,10 +137,9 @@ def sr_train_options(data: Dict[str, str], name: str = 'toy_sr', total_iter: int
 
 
 def load_option_file(path) -> dict:
-    """An option file read as BasicSR reads it (ordered YAML)."""
-    from basicsr.utils.options import ordered_yaml
-    with open(path) as f:
-        return yaml.load(f, Loader=ordered_yaml()[0])
+    """An option file read by the plugin's one YAML reader, :func:`dckd_basicsr.options.read_option_file`."""
+    from dckd_basicsr.options import read_option_file
+    return read_option_file(str(path))
 
 
 def flatten(d: dict, prefix: str = '') -> dict:

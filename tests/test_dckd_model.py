@@ -1,15 +1,17 @@
-"""DCKDModel built in-process with tiny networks: gradients, history schedule, option errors, validation padding."""
+"""DCKDModel built in-process with tiny networks: gradients, the history model's updates, option errors, validation
+padding, LCR targets."""
 import copy
 
 import pytest
 import torch
+import torch.distributed as dist
 from basicsr.archs import build_network
 from basicsr.models import build_model
+from torch.nn.parallel import DistributedDataParallel
 
-from helpers import arch_args, batch, dckd_options, tiny_network, write_checkpoints
+from helpers import batch, dckd_options, free_port, tiny_network, write_checkpoints
 
 import dckd_basicsr  # noqa: F401
-from dckd_basicsr.archs.vqgan_arch import VQGANEncoder
 from dckd_basicsr.errors import OptionError
 from dckd_basicsr.distill.history import update_history
 
@@ -37,13 +39,26 @@ def test_gradients_reach_only_the_student(tmp_path, files):
         net = getattr(model, name)
         assert not net.training, name
         assert all(p.grad is None and not p.requires_grad for p in net.parameters()), name
-        assert not isinstance(net, torch.nn.parallel.DistributedDataParallel)
     # the VQGAN weights are the checkpoint's (decoder and loss keys ignored), the teacher's too
     saved = torch.load(files['vqgan'])['state_dict']
     assert torch.equal(model.net_vqgan.quantize.embedding.weight, saved['quantize.embedding.weight'])
     assert torch.equal(model.net_vqgan.encoder.down[2].attn[0].q.weight, saved['encoder.down.2.attn.0.q.weight'])
     teacher = torch.load(files['teacher'])['params']
     assert torch.equal(model.net_t.conv_first.weight, teacher['conv_first.weight'])
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason='this torch build has no gloo')
+def test_under_ddp_only_the_student_is_wrapped(tmp_path, files):
+    """With ``dist`` (a one-process gloo group here) BasicSR wraps the student in DistributedDataParallel; the frozen
+    networks and the EMA have no gradients to all-reduce and stay unwrapped."""
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+    try:
+        model = build_model(dict(dckd_options(tmp_path, files), dist=True))
+    finally:
+        dist.destroy_process_group()
+    assert isinstance(model.net_g, DistributedDataParallel)
+    for name in ('net_t', 'net_his', 'net_vqgan', 'net_g_ema'):
+        assert not isinstance(getattr(model, name), DistributedDataParallel), name
 
 
 def test_history_starts_at_the_ema_and_follows_it_on_schedule(tmp_path, files):
@@ -67,13 +82,25 @@ def test_history_starts_at_the_ema_and_follows_it_on_schedule(tmp_path, files):
 
 
 def test_history_without_ema_copies_the_student(tmp_path, files):
-    model = build_model(dckd_options(tmp_path, files, ema_decay=0))
+    model = build_model(dckd_options(tmp_path, files, ema_decay=0))  # update_decay 0.1, an update every 2 iterations
     assert not hasattr(model, 'net_g_ema')
-    for key, value in model.net_g.state_dict().items():
-        assert torch.equal(model.net_his.state_dict()[key], value)
+    initial = params(model.net_his)
+    for key, value in params(model.net_g).items():
+        assert torch.equal(initial[key], value)
     model.feed_data(batch())
     model.optimize_parameters(1)
-    model.optimize_parameters(2)  # history update from the student itself
+    assert all(torch.equal(initial[k], v) for k, v in params(model.net_his).items())  # no update at iter 1
+    assert any(not torch.equal(initial[k], v) for k, v in params(model.net_g).items())
+    model.optimize_parameters(2)
+    # after the step of iteration 2: theta_his <- 0.1 * theta_his + 0.9 * theta_student, from the student itself
+    student, his = params(model.net_g), params(model.net_his)
+    for key, old in initial.items():
+        if old.is_floating_point():
+            assert torch.allclose(his[key], 0.1 * old + 0.9 * student[key], rtol=0, atol=1e-6), key
+        else:
+            assert torch.equal(his[key], student[key]), key
+    moved = (his['conv_first.weight'] - initial['conv_first.weight']).abs().max()
+    assert moved > 1e-4  # far above the tolerance: the update is checked, not rounding
 
 
 def test_terms_follow_the_options(tmp_path, files):
@@ -139,31 +166,6 @@ def test_vqgan_checkpoint_without_encoder_keys_is_an_error(tmp_path):
                                                   'post_quant_conv.weight': torch.zeros(16, 8, 1, 1)})
     with pytest.raises(OptionError, match='pretrain_network_vqgan: .*has no VQGAN encoder weights'):
         build_model(dckd_options(tmp_path, files))
-
-
-def test_encoder_input_must_be_a_multiple_of_its_stride():
-    encoder = VQGANEncoder(**arch_args(tiny_network('vqgan')))
-    with pytest.raises(OptionError, match='multiples of 4'):
-        encoder.features(torch.rand(1, 3, 12, 10))
-
-
-def test_encoder_truncated_and_full_passes_agree():
-    torch.manual_seed(0)
-    encoder = VQGANEncoder(**arch_args(tiny_network('vqgan'))).eval()
-    x = torch.rand(3, 3, 16, 16)
-    with torch.no_grad():
-        taps, logits = encoder.encode(x, full_rows=1)
-        assert [f.shape[1:] for f in taps] == [(32, 16, 16), (32, 8, 8), (64, 4, 4)]
-        assert logits.shape == (1, 4, 4, 16)
-        reference = [encoder.features(x[i:i + 1]) for i in range(3)]
-        for level, tap in enumerate(taps):
-            assert torch.allclose(tap, torch.cat([r[level] for r in reference]), atol=1e-5)
-        assert torch.allclose(logits, encoder.encode(x[:1], taps=False)[1], atol=1e-4)
-        dist = encoder.code_distribution(x[:1])
-        assert torch.allclose(dist.sum(-1), torch.ones(1, 4, 4))
-        minus_one = VQGANEncoder(input_range=[-1, 1], **arch_args(tiny_network('vqgan')))
-        minus_one.load_state_dict(encoder.state_dict())
-        assert torch.allclose(minus_one.eval().features(x)[0], encoder.features(x * 2 - 1)[0])
 
 
 def test_validation_pads_window_students(tmp_path, files):

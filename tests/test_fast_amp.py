@@ -18,7 +18,7 @@ from dckd_basicsr.errors import OptionError
 from dckd_basicsr.training.resume import check_resume
 
 # train.fast.amp against fp32 (documented in README, train.fast): relative difference allowed per loss term, the same
-# weights and inputs, on the tiny DCKD* model of conftest.dckd_options (three batches measured). bf16 keeps 8 bits of
+# weights and inputs, on the tiny DCKD* model of helpers.dckd_options (three batches measured). bf16 keeps 8 bits of
 # mantissa, fp16 11. Measured: bf16 moves L_dcl by 5.7-7.1 % (Eq. 5's denominators are differences of close
 # features; frozen-only autocast: bf16 moves it by 14-15 % here) and the other terms by at most 5.4e-4; fp16 moves
 # L_dcl by 0.37-0.50 % and the others by at most 6.9e-5. Allowed: about twice (L_dcl) to four times those.
@@ -134,8 +134,6 @@ def test_grad_scaler_state_survives_a_resume(tmp_path, files):
     assert state['scale'] == 1024.0 and state['_growth_tracker'] == 7
 
 
-
-
 def snapshot(model):
     return {key: value.clone() for key, value in model.net_g.state_dict().items()}
 
@@ -146,7 +144,8 @@ def test_scaler_overflow_is_not_a_bad_step_but_a_nan_loss_is(tmp_path, files):
     before = snapshot(model)
     set_scale(model, 2.0**127)  # the scaled loss overflows even in fp32: every gradient is inf
     train(model, (2, ))
-    assert model.precision.overflow and model.precision.scaler.get_scale() == 2.0**126  # skipped by the scaler, scale halved
+    # skipped by the scaler, its scale halved
+    assert model.precision.overflow and model.precision.scaler.get_scale() == 2.0**126
     assert all(torch.isfinite(torch.tensor(value)) for value in model.log_dict.values())
     assert model.nonfinite.in_a_row == 0  # not counted towards train.max_nonfinite_steps
     assert all(torch.equal(before[key], value) for key, value in snapshot(model).items())

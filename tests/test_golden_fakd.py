@@ -13,12 +13,11 @@ import pytest
 import torch
 from basicsr.models import build_model
 
-from helpers import load_option_file
-
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.checkpoints import load_pretrained
 from dckd_basicsr.distill.feature_taps import FeatureRecorder
 from dckd_basicsr.losses.fakd_loss import spatial_affinity
+from dckd_basicsr.options import read_option_file
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 FIXTURE = osp.join(REPO, 'tests', 'data', 'golden', 'fakd_rcan_x2.pt')
@@ -45,7 +44,7 @@ def official_file(record, role, path):
 
 def build_ours(tmp_path, record):
     config = record['config']
-    opt = load_option_file(SHIPPED)
+    opt = read_option_file(SHIPPED)
     for folder in ('models', 'states'):
         (tmp_path / folder).mkdir()
     opt.update(is_train=True, dist=False, num_gpu=0, rank=0, world_size=1, scale=config['scale'],
