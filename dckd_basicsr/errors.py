@@ -41,12 +41,29 @@ class NonFiniteLossError(FloatingPointError):
     """Training stopped after ``train.max_nonfinite_steps`` consecutive steps with a NaN/Inf loss term."""
 
 
+class RunStoppedError(RuntimeError):
+    """Training stopped for a reason the user acts on outside the option file; the message says what and what to do."""
+
+
+class CheckpointWriteError(RunStoppedError):
+    """A checkpoint file could not be written (``logger.on_save_failure: stop``)."""
+
+
+class CollectiveTimeoutError(RunStoppedError):
+    """A collective waited longer than ``dist_params.timeout_s`` for another rank."""
+
+
+class BadSampleError(RunStoppedError):
+    """A phase met more undecodable samples than ``datasets.<phase>.max_bad_samples`` allows."""
+
+
 @contextlib.contextmanager
 def report_option_errors(prog: str = 'dckd-basicsr') -> Iterator[None]:
-    """Turn an :class:`OptionError` or a :class:`NonFiniteLossError` into ``prog: error: <message>`` on stderr and
-    exit status 2: both are for the user to act on, and BasicSR's stack trace would only hide the message."""
+    """Turn an :class:`OptionError`, a :class:`NonFiniteLossError` or a :class:`RunStoppedError` into ``prog: error:
+    <message>`` on stderr and exit status 2: all are for the user to act on, and BasicSR's stack trace would only hide
+    the message."""
     try:
         yield
-    except (OptionError, NonFiniteLossError) as error:
+    except (OptionError, NonFiniteLossError, RunStoppedError) as error:
         print(f'{prog}: error: {error}', file=sys.stderr, flush=True)
         sys.exit(2)

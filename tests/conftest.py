@@ -14,6 +14,7 @@ from helpers import make_pairs
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes more than about 5 s (deselect with -m "not slow")')
+    config.addinivalue_line('markers', 'cuda: exercises a CUDA-only path; skips without a GPU (scripts/gpu_check.sh)')
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from datasets_prep import prepare_gopro  # noqa: E402
 from datasets_prep.images import IMG_EXTENSIONS, bicubic_downscale  # noqa: E402
 from datasets_prep.outputs import lmdb_keys, read_lmdb_meta  # noqa: E402
 from datasets_prep.sub_images import crop_starts, sub_image_boxes  # noqa: E402
+from datasets_prep import verify  # noqa: E402
 from datasets_prep.verify import paired_dataset  # noqa: E402
 from basicsr.data.transforms import mod_crop  # noqa: E402
 from basicsr.utils import img2tensor  # noqa: E402
@@ -399,3 +400,36 @@ def test_script_runs_from_the_command_line_and_reports_bad_input_in_one_line(tmp
     assert run.stderr.strip() == f'prepare_benchmarks.py: error: {tmp_path / "src" / "Set5" / "HR"}: no images found ' \
         f'(expected {", ".join(IMG_EXTENSIONS)} files).'
     assert not osp.exists(tmp_path / 'out')
+
+
+def test_verify_decodes_every_record_and_lists_the_bad_keys(tmp_path, capsys):
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    folder = tmp_path / 'photos'
+    for index in range(4):
+        write(str(folder / f'{index:04d}.png'), make_image(24, 24, seed=index))
+    db = str(tmp_path / 'photos.lmdb')
+    make_lmdb_from_imgs(str(folder), db, [f'{i:04d}.png' for i in range(4)], [f'{i:04d}' for i in range(4)],
+                        map_size=1 << 24)
+    capsys.readouterr()  # make_lmdb_from_imgs's own lines
+    assert verify.main(['--verify', db, str(folder)]) == 0
+    assert capsys.readouterr().out == f'{db}: all 4 records decode.\n{folder}: all 4 records decode.\n'
+
+    env = lmdb.open(db, map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b'0001', b'not a PNG')
+        txn.delete(b'0003')
+    env.close()
+    png = (folder / '0002.png').read_bytes()
+    (folder / '0002.png').write_bytes(png[:len(png) // 2])  # a truncated download
+    assert verify.main(['--verify', db, str(folder)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f'{db}: 2 of 4 records cannot be decoded:',
+        '  0001: 9 bytes that OpenCV cannot decode as an image (corrupt or truncated)',
+        '  0003: listed in meta_info.txt but missing from data.mdb',
+        f'{folder}: 1 of 4 records cannot be decoded:',
+        f'  0002.png: {len(png) // 2} bytes that OpenCV cannot decode as an image (corrupt or truncated)']
+    script = subprocess.run([sys.executable, osp.join(ROOT, 'datasets_prep', 'verify.py'), '--verify',
+                             str(tmp_path / 'none')], capture_output=True, text=True)
+    assert script.returncode == 2
+    assert script.stderr.strip() == f'verify.py: error: --verify {tmp_path / "none"}: neither an LMDB nor a folder.'
+

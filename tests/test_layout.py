@@ -12,8 +12,9 @@ from helpers import REPO
 
 PACKAGE = REPO / 'dckd_basicsr'
 # Rank of each layer: a module may import its own layer and the layers of a lower rank. errors/options are the
-# shared tiny modules; checkpoints convert files into archs' networks, so they sit just above archs.
-RANKS = {'errors': 0, 'options': 0, 'archs': 1, 'losses': 1, 'checkpoints': 2, 'distill': 3, 'training': 3,
+# shared tiny modules; data extends BasicSR's datasets; checkpoints convert files into archs' networks, so they sit
+# just above archs.
+RANKS = {'errors': 0, 'options': 0, 'archs': 1, 'losses': 1, 'data': 1, 'checkpoints': 2, 'distill': 3, 'training': 3,
          'models': 4, 'integration': 5, 'commands': 6, 'train': 7, 'test': 7, '': 7}
 # The user commands (console scripts); the other modules in commands/ are helpers they share.
 COMMANDS = {'infer', 'export', 'profile', 'convert', 'results', 'demo'}

@@ -1,6 +1,7 @@
 """Training that survives: a SIGKILL after a checkpoint and ``--auto_resume`` give the uninterrupted run's weights bit
 for bit; a kill during a save never leaves a file resume would pick; NaN/Inf losses skip the step; bad input stops
 with one message naming the option or file."""
+import errno
 import multiprocessing
 import os
 import signal
@@ -16,7 +17,7 @@ from basicsr.models.base_model import BaseModel
 import dckd_basicsr  # noqa: F401
 from helpers import (PYTHON, basicsr_messages, batch, dckd_train_options, in_process, make_pairs, run,
                       save_random_network, sr_train_options, write_options)
-from dckd_basicsr.errors import OptionError
+from dckd_basicsr.errors import CheckpointWriteError, OptionError
 from dckd_basicsr.integration.option_checks import check_options
 from dckd_basicsr.training.resume import latest_training_state
 
@@ -122,6 +123,67 @@ def test_sigkill_after_a_checkpoint_then_auto_resume_equals_the_uninterrupted_ru
     assert not torch.equal(moved, final)
 
 
+# `python -m dckd_basicsr.train` on a disk that fills up at iteration FULL_AT: every write of that iteration's
+# checkpoint fails with ENOSPC (BasicSR's retries included, without their one-second pauses).
+FULL_DISK_DRIVER = '''
+import errno, os, sys
+from dckd_basicsr.training import checkpoint_files
+from dckd_basicsr.train import main
+
+atomic_save = checkpoint_files.atomic_save
+full_at = os.environ['FULL_AT']
+
+
+def full_disk(obj, path, *args):
+    if os.path.basename(path).split('.')[0].split('_')[-1] == full_at:
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    atomic_save(obj, path, *args)
+
+
+checkpoint_files.atomic_save = full_disk
+checkpoint_files.time.sleep = lambda seconds: None
+sys.argv = ['dckd_basicsr.train'] + sys.argv[1:]
+main()
+'''
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_run_then_auto_resume_equals_the_uninterrupted_run(tmp_path):
+    data = make_pairs(tmp_path / 'data', count=3)
+    opt = dckd_train_options(tmp_path, data, name='disk', total_iter=6, datasets__train__batch_size_per_gpu=1)
+    opt['logger'].update(save_checkpoint_freq=2)
+    opt['train']['step'] = [1]
+    files = {}
+    for label in ('full', 'stopped'):
+        run_opt = dict(opt, path=dict(opt['path'], experiments_root=str(tmp_path / label)))
+        files[label] = write_options(tmp_path / f'{label}.yml', run_opt)
+    full = subprocess.Popen([PYTHON, '-m', 'dckd_basicsr.train', '-opt', files['full']], cwd=str(tmp_path),
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stopped = run([PYTHON, '-c', FULL_DISK_DRIVER, '-opt', files['stopped']], cwd=tmp_path, env={'FULL_AT': '4'},
+                  check=False)
+    run_dir = tmp_path / 'stopped' / 'disk'
+    assert stopped.returncode == 2
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"dckd-train: error: could not write the network file {run_dir / 'models' / 'net_g_4.pth'} after 3 tries: "
+        '[Errno 28] No space left on device. The run stops (logger.on_save_failure: stop). The last complete '
+        f"checkpoint is {run_dir / 'training_states' / '2.state'} (iteration 2): free space and rerun the same command "
+        'with --auto_resume to continue from it. To train on without the checkpoints that cannot be written, set '
+        'logger.on_save_failure: continue.')
+    assert 'Logging error' not in stopped.stderr
+    # every file left is complete and loadable; the failed iteration left nothing, not even a temporary
+    left = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob('*/*') if p.suffix in ('.pth', '.state')
+                  or '.tmp' in p.name)
+    assert left == ['models/net_g_2.pth', 'models/net_his_2.pth', 'training_states/2.state']
+    for name in left:
+        torch.load(run_dir / name, weights_only=True)
+
+    resumed = run([PYTHON, '-m', 'dckd_basicsr.train', '-opt', files['stopped'], '--auto_resume'], cwd=tmp_path)
+    assert 'Resuming training from epoch: 0, iter: 2.' in resumed.stdout + resumed.stderr
+    assert full.wait(timeout=300) == 0, full.stderr.read()[-3000:]
+    for name in ('net_g_6.pth', 'net_his_6.pth', 'net_g_latest.pth'):
+        _assert_same_files(tmp_path / 'full' / 'disk' / 'models' / name, run_dir / 'models' / name)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 2. A kill during a save
 # ---------------------------------------------------------------------------------------------------------------------
@@ -201,32 +263,70 @@ def test_auto_resume_skips_temporaries_and_foreign_names(tmp_path):
     assert latest_training_state(str(tmp_path / 'none')) is None
 
 
-def test_a_failed_save_is_retried_then_logged_not_raised(tmp_path, monkeypatch):
-    """BaseModel's saves go through checkpoint_files.save_atomically: an OSError is retried (up to 3 tries, as BasicSR does);
-    after the last one training continues without the file."""
+def _failing_saves(monkeypatch, failures: dict) -> None:
+    """``atomic_save`` fails ``failures['left']`` more times with ENOSPC, then writes; no sleeps between retries."""
     from dckd_basicsr.training import checkpoint_files
-    (tmp_path / 'models').mkdir()
-    (tmp_path / 'training_states').mkdir()
-    failures = {'left': 2}
     atomic_save = checkpoint_files.atomic_save
 
     def flaky(obj, path):
         if failures['left']:
             failures['left'] -= 1
-            raise OSError('disk hiccup')
+            raise OSError(errno.ENOSPC, 'No space left on device')
         atomic_save(obj, path)
 
     monkeypatch.setattr(checkpoint_files, 'atomic_save', flaky)
     monkeypatch.setattr(checkpoint_files.time, 'sleep', lambda seconds: None)
+
+
+def test_a_failed_save_is_retried_then_stops_the_run_naming_the_file_and_the_last_checkpoint(tmp_path, monkeypatch):
+    """BaseModel's saves go through checkpoint_files.save_atomically: an OSError is retried (up to 3 tries, as BasicSR
+    does); after the last one the run stops with one message (logger.on_save_failure: stop, the default)."""
+    (tmp_path / 'models').mkdir()
+    (tmp_path / 'training_states').mkdir()
+    failures = {'left': 2}
+    _failing_saves(monkeypatch, failures)
     model = FakeModel(tmp_path, torch.ones(2))
     with basicsr_messages() as records:
         BaseModel.save_training_state(model, 0, 3)
         assert failures['left'] == 0 and (tmp_path / 'training_states' / '3.state').is_file()
-        assert len(records) == 2 and 'disk hiccup; 2 retries left' in records[0]
+        assert len(records) == 2 and 'No space left on device; 2 retries left' in records[0]
         failures['left'] = 3
-        BaseModel.save_network(model, model, 'net_g', 3)  # all three tries fail: logged, training goes on
-    assert not (tmp_path / 'models' / 'net_g_3.pth').exists()
-    assert records[-1].startswith('Could not save') and 'net_g_3.pth' in records[-1]
+        with pytest.raises(CheckpointWriteError) as stopped:
+            BaseModel.save_network(model, model, 'net_g', 5)
+    assert failures['left'] == 0 and len(records) == 5 and '0 retries left' in records[-1]
+    assert sorted(p.name for p in (tmp_path / 'models').iterdir()) == []  # no temporary left behind either
+    assert str(stopped.value) == (
+        f"could not write the network file {tmp_path / 'models' / 'net_g_5.pth'} after 3 tries: [Errno 28] No space "
+        'left on device. The run stops (logger.on_save_failure: stop). The last complete checkpoint is '
+        f"{tmp_path / 'training_states' / '3.state'} (iteration 3): free space and rerun the same command with "
+        '--auto_resume to continue from it. To train on without the checkpoints that cannot be written, set '
+        'logger.on_save_failure: continue.')
+
+
+def test_on_save_failure_continue_leaves_the_whole_checkpoint_out(tmp_path, monkeypatch):
+    """logger.on_save_failure: continue is BasicSR's behaviour (log and train on); the training state of a checkpoint
+    whose network could not be written is left out too, so --auto_resume never picks a checkpoint without its
+    networks."""
+    (tmp_path / 'models').mkdir()
+    (tmp_path / 'training_states').mkdir()
+    failures = {'left': 3}
+    _failing_saves(monkeypatch, failures)
+    model = FakeModel(tmp_path, torch.ones(2))
+    model.opt['logger'] = {'on_save_failure': 'continue'}
+    with basicsr_messages() as records:
+        BaseModel.save_network(model, model, 'net_g', 4)
+        BaseModel.save_training_state(model, 0, 4)
+        BaseModel.save_network(model, model, 'net_g', 6)  # the disk has space again
+        BaseModel.save_training_state(model, 0, 6)
+    assert records[3] == (f"Could not save {tmp_path / 'models' / 'net_g_4.pth'}; training continues without it "
+                          '(logger.on_save_failure: continue).')
+    assert records[4].startswith(f"Training state {tmp_path / 'training_states' / '4.state'} left out")
+    assert len(records) == 5
+    assert sorted(p.name for p in (tmp_path / 'models').iterdir()) == ['net_g_6.pth']
+    assert latest_training_state(str(tmp_path / 'training_states')) == str(tmp_path / 'training_states' / '6.state')
+    model.opt['logger'] = {'on_save_failure': 'ignore'}
+    with pytest.raises(OptionError, match=r"^logger.on_save_failure: 'ignore'; use stop \(default\) or continue.$"):
+        BaseModel.save_network(model, model, 'net_g', 8)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -354,7 +454,7 @@ def test_fewer_lq_than_gt_images(tmp_path, backend):
                                 map_size=1 << 24)
             data[key] = str(tmp_path / f'{key}.lmdb')
     opt = sr_train_options(data, datasets__train__io_backend={'type': backend})
-    with pytest.raises(OptionError, match=r'^datasets.train.dataroot_lq: .* has 2 images but datasets.train.'
+    with pytest.raises(OptionError, match=r'(^|\n  )datasets.train.dataroot_lq: .* has 2 images but datasets.train.'
                                           r'dataroot_gt \(.*\) has 3; PairedImageDataset needs one LQ image per GT'):
         check_options(opt)
 
@@ -379,3 +479,104 @@ def test_short_epochs_still_reach_total_iter(tmp_path):
     states = tmp_path / 'experiments' / 'short' / 'training_states'
     assert sorted(p.name for p in states.iterdir()) == ['10.state', '5.state']
     assert torch.load(states / '10.state', weights_only=True)['epoch'] == 9
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 6. Distributed runs: the collective timeout, the process group's teardown, torchrun restarts (the runs themselves
+#    are in tests/test_robust_ddp.py)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_dist_params_timeout_s_is_read_before_the_group_exists(tmp_path):
+    from dckd_basicsr.integration.run_options import requested_timeout_s
+    option_file = write_options(tmp_path / 'a.yml', {'dist_params': {'timeout_s': 30}})
+    assert requested_timeout_s(option_file, None) == 30
+    assert requested_timeout_s(option_file, ['dist_params:timeout_s=45', 'train:total_iter=9']) == 45
+    assert requested_timeout_s(write_options(tmp_path / 'b.yml', {'name': 'x'}), None) == 600
+    for value in (0, -5, 2.5, 'ten', True):
+        with pytest.raises(OptionError, match=rf'^dist_params.timeout_s: {value!r}; use a whole number of seconds > 0 '
+                                              r'\(default 600\), longer than rank 0 takes to validate and write a '
+                                              'checkpoint.$'):
+            requested_timeout_s(write_options(tmp_path / 'c.yml', {'dist_params': {'timeout_s': value}}), None)
+
+
+def test_the_pipeline_reports_a_collective_timeout_and_always_destroys_its_process_group():
+    import torch.distributed as dist
+    from dckd_basicsr.errors import CollectiveTimeoutError
+    from dckd_basicsr.integration import distributed
+    from helpers import free_port
+
+    def timed_out(root_path):
+        raise RuntimeError('[../gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 7000ms for recv operation '
+                           'to complete')
+
+    def other_error(root_path):
+        raise RuntimeError('[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:1234.')
+
+    for pipeline, expected in ((timed_out, CollectiveTimeoutError), (other_error, RuntimeError)):
+        with distributed.process_group_timeout(7):
+            distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0,
+                                           world_size=1)
+        with pytest.raises(RuntimeError) as error:
+            distributed.with_collective_errors_and_teardown(pipeline)('.')
+        assert type(error.value) is expected and not dist.is_initialized()
+    assert str(error.value).startswith('[../gloo/transport/tcp/pair.cc:561] Connection closed')
+    with distributed.process_group_timeout(7):
+        distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+    with pytest.raises(CollectiveTimeoutError) as error:
+        distributed.with_collective_errors_and_teardown(timed_out)('.')
+    assert str(error.value) == (
+        'rank 0: a collective waited dist_params.timeout_s (7 s) for another rank and gave up ([../gloo/transport/tcp/'
+        'unbound_buffer.cc:78] Timed out waiting 7000ms for recv operation to complete). Another rank stopped '
+        "responding or is still busy: when rank 0's validation plus checkpoint write takes longer than that, raise "
+        "dist_params.timeout_s; otherwise look at the other ranks' logs. Under torchrun --max-restarts the group "
+        'restarts from the last complete checkpoint.')
+    assert distributed.with_collective_errors_and_teardown(lambda root_path: 'done')('.') == 'done'
+
+
+def test_basicsr_slurm_launcher_accepts_dist_params_timeout_s():
+    """BasicSR calls _init_dist_slurm(backend, **dist_params), which accepts only port: timeout_s goes to the group."""
+    import torch.distributed as dist
+    from basicsr.utils import dist_util
+    from dckd_basicsr.errors import CollectiveTimeoutError
+    from dckd_basicsr.integration import distributed
+    from helpers import free_port
+    assert dist_util._init_dist_slurm.__wrapped__.__module__ == 'basicsr.utils.dist_util'
+    calls = []
+
+    def slurm_init(backend, port=None):  # BasicSR's needs srun's environment and GPUs; the group it would create
+        calls.append((backend, port))
+        dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+
+    distributed.init_dist_slurm(slurm_init)('nccl', port=29511, timeout_s=77)
+    assert calls == [('nccl', 29511)]
+
+    def timed_out(root_path):
+        raise RuntimeError('Timed out waiting 77000ms for recv operation to complete')
+
+    with pytest.raises(CollectiveTimeoutError, match=r'dist_params.timeout_s \(77 s\)'):
+        distributed.with_collective_errors_and_teardown(timed_out)('.')
+    assert not dist.is_initialized()
+
+
+def test_a_torchrun_restart_resumes_from_the_latest_complete_checkpoint(tmp_path, monkeypatch, capsys):
+    from dckd_basicsr.integration.run_options import resume_after_restart
+    states = tmp_path / 'training_states'
+    opt = {'path': {'training_states': str(states), 'resume_state': None}, 'auto_resume': False}
+    monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', '1')
+    resume_after_restart(opt)
+    assert opt['path']['resume_state'] is None
+    assert capsys.readouterr().out == (f'torchrun restart 1: no complete checkpoint yet in {states}; the run starts '
+                                       'again from iteration 0.\n')
+    states.mkdir()
+    for name in ('2.state', '4.state', '6.state.tmp99'):
+        (states / name).write_bytes(b'')
+    monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', '0')  # a first start (or no torchrun): nothing changes
+    resume_after_restart(opt)
+    assert opt['path']['resume_state'] is None and capsys.readouterr().out == ''
+    monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', '2')
+    resume_after_restart(opt)
+    assert opt['path']['resume_state'] == str(states / '4.state') and not opt['auto_resume']
+    assert capsys.readouterr().out == (f"torchrun restart 2: resuming from {states / '4.state'} (iteration 4), the "
+                                       "run's latest complete checkpoint, as with --auto_resume.\n")
+

@@ -6,10 +6,12 @@ one that lives with its concept:
 * type lookups in the registries: :mod:`dckd_basicsr.integration.registry_lookup`;
 * the pre-run option pipeline (``parse_options``): :mod:`dckd_basicsr.integration.run_options`;
 * ``python -m basicsr.train`` / ``basicsr.test``: :mod:`dckd_basicsr.integration.entry_points`;
-* distributed training on CPU: :mod:`dckd_basicsr.integration.distributed`;
+* distributed training on CPU, the collective timeout and the process group's teardown:
+  :mod:`dckd_basicsr.integration.distributed`;
 * optimizers: :mod:`dckd_basicsr.integration.optimizers`;
 * the iteration validation is labelled with: :mod:`dckd_basicsr.integration.validation_iter`;
-* checkpoint files, resume, the data position and progressive patches: :mod:`dckd_basicsr.training`.
+* checkpoint files, resume, the data position and progressive patches: :mod:`dckd_basicsr.training`;
+* undecodable samples: :mod:`dckd_basicsr.data`.
 
 ``import dckd_basicsr`` calls :func:`apply_all` first. Those modules import basicsr, which cannot be imported before
 :func:`alias_torchvision_functional_tensor` has run, so each patch function imports them itself.
@@ -99,9 +101,11 @@ def patch_create_train_val_dataloader() -> None:
     counts ``ceil(N / batch)`` iterations per epoch while its loader drops each epoch's incomplete batch, so with few
     images a run ends before ``total_iter`` without a word; :func:`dckd_basicsr.training.data_position.number_of_epochs`
     counts with the loader's real length. It also lets a ``--smoke`` run write its inputs into its run folder, which
-    exists by then (:func:`dckd_basicsr.integration.smoke.prepare_run`).
+    exists by then (:func:`dckd_basicsr.integration.smoke.prepare_run`). And an undecodable sample ends the run with
+    one error naming it, or is skipped up to ``datasets.<phase>.max_bad_samples`` (:mod:`dckd_basicsr.data`).
     """
     import basicsr.train
+    from dckd_basicsr.data.bad_samples import CountedLoader, guarded
     from dckd_basicsr.integration.smoke import prepare_run
     from dckd_basicsr.training.data_position import continue_epoch, number_of_epochs
 
@@ -109,13 +113,52 @@ def patch_create_train_val_dataloader() -> None:
 
     def create_train_val_dataloader(opt, logger):
         prepare_run(opt)  # a --smoke run's one-image validation lists and stand-ins, inside its own folder
-        train_loader, sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
+        build_dataset = basicsr.train.build_dataset
+        basicsr.train.build_dataset = guarded(build_dataset, opt)
+        try:
+            train_loader, sampler, val_loaders, total_epochs, total_iters = original(opt, logger)
+        finally:
+            basicsr.train.build_dataset = build_dataset
+        train_loader, val_loaders = CountedLoader(train_loader), [CountedLoader(loader) for loader in val_loaders]
         total_epochs = number_of_epochs(train_loader, total_iters)
         sampler = continue_epoch(opt, train_loader, sampler)
         return train_loader, sampler, val_loaders, total_epochs, total_iters
 
     create_train_val_dataloader.__doc__ = original.__doc__
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+
+
+def patch_imfrombytes() -> None:
+    """Replace ``basicsr.utils.imfrombytes`` (and the copies the dataset modules imported).
+
+    BasicSR's version returns None for bytes that are not an image (a truncated PNG, a corrupt LMDB record), and the
+    dataset fails with ``AttributeError: 'NoneType' object has no attribute 'astype'``, naming nothing.
+    :func:`dckd_basicsr.data.decoding.imfrombytes` raises ``UndecodableImageError`` instead (the same arrays
+    otherwise), which the training run reports naming the file or record (:mod:`dckd_basicsr.data.bad_samples`).
+    """
+    from basicsr.utils import img_util
+    from dckd_basicsr.data.decoding import imfrombytes
+
+    original = img_util.imfrombytes
+    if hasattr(original, '__wrapped__'):
+        return
+    replacement = imfrombytes(original)
+    for module in list(sys.modules.values()):
+        if getattr(module, '__dict__', {}).get('imfrombytes') is original:
+            module.imfrombytes = replacement
+
+
+def patch_file_client_get() -> None:
+    """Wrap ``basicsr.utils.file_client.FileClient.get`` to remember its last read.
+
+    An undecodable image is only bytes to ``imfrombytes``; :func:`dckd_basicsr.data.decoding.remember_reads` keeps
+    the path (or LMDB key) they came from, so the error names it.
+    """
+    from basicsr.utils.file_client import FileClient
+    from dckd_basicsr.data.decoding import remember_reads
+
+    if not hasattr(FileClient.get, '__wrapped__'):
+        FileClient.get = remember_reads(FileClient.get)
 
 
 def patch_validation() -> None:
@@ -156,14 +199,45 @@ def patch_init_dist_pytorch() -> None:
     """Replace ``basicsr.utils.dist_util._init_dist_pytorch`` (``init_dist`` looks it up as a module global).
 
     BasicSR's version always calls ``torch.cuda.set_device`` (a ZeroDivisionError without a GPU) and
-    ``parse_options`` always asks for nccl, which has no CPU support.
+    ``parse_options`` always asks for nccl, which has no CPU support; it sets no collective timeout, so a rank that
+    stops responding hangs the others for torch's default (30 minutes for gloo).
     :func:`dckd_basicsr.integration.distributed.init_dist_pytorch` uses nccl and the local rank's GPU when CUDA is
-    available, and gloo with no device call otherwise, so ``torchrun ... --launcher pytorch`` runs on CPU.
+    available, and gloo with no device call otherwise, so ``torchrun ... --launcher pytorch`` runs on CPU; the group
+    waits ``dist_params.timeout_s`` in a collective.
     """
     from basicsr.utils import dist_util
     from dckd_basicsr.integration.distributed import init_dist_pytorch
 
     dist_util._init_dist_pytorch = init_dist_pytorch
+
+
+def patch_init_dist_slurm() -> None:
+    """Wrap ``basicsr.utils.dist_util._init_dist_slurm`` (``init_dist`` looks it up as a module global).
+
+    ``parse_options`` passes it every ``dist_params`` key under ``--launcher slurm``, and it accepts only ``port``
+    (``dist_params.timeout_s``: a ``TypeError``); :func:`dckd_basicsr.integration.distributed.init_dist_slurm` gives
+    the timeout to the group instead.
+    """
+    from basicsr.utils import dist_util
+    from dckd_basicsr.integration.distributed import init_dist_slurm
+
+    if not hasattr(dist_util._init_dist_slurm, '__wrapped__'):
+        dist_util._init_dist_slurm = init_dist_slurm(dist_util._init_dist_slurm)
+
+
+def patch_train_pipeline() -> None:
+    """Wrap ``basicsr.train.train_pipeline``.
+
+    BasicSR never destroys its process group (a rank can die at exit with ``terminate called without an active
+    exception`` after training finished), and a collective timeout is a gloo ``RuntimeError`` naming no option.
+    :func:`dckd_basicsr.integration.distributed.with_collective_errors_and_teardown` destroys the group when the
+    pipeline ends and reports a timeout as one message naming ``dist_params.timeout_s``.
+    """
+    import basicsr.train
+    from dckd_basicsr.integration.distributed import with_collective_errors_and_teardown
+
+    if not hasattr(basicsr.train.train_pipeline, '__wrapped__'):
+        basicsr.train.train_pipeline = with_collective_errors_and_teardown(basicsr.train.train_pipeline)
 
 
 def patch_model_to_device() -> None:
@@ -307,9 +381,13 @@ def apply_all() -> None:
     patch_parse_options()
     patch_load_resume_state()
     patch_create_train_val_dataloader()
+    patch_imfrombytes()
+    patch_file_client_get()
     patch_validation()
     patch_check_resume()
     patch_init_dist_pytorch()
+    patch_init_dist_slurm()
+    patch_train_pipeline()
     patch_model_to_device()
     patch_get_optimizer()
     patch_save_network()

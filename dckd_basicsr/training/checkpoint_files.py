@@ -1,7 +1,8 @@
 """Checkpoint files: every network and training state a run writes, and the networks it reads back.
 
 * :func:`save_atomically`: every checkpoint file is written to a temporary name and renamed, retried like BasicSR;
-  :func:`save_network` / :func:`save_training_state` (``BaseModel``'s, installed by
+  a file that still cannot be written stops the run, or with ``logger.on_save_failure: continue`` is left out
+  (:func:`on_save_failure`). :func:`save_network` / :func:`save_training_state` (``BaseModel``'s, installed by
   :mod:`dckd_basicsr.integration.patches`) write through it. ``logger.save_format: safetensors`` (default ``pth``)
   writes the networks as ``models/net_*_<iter>.safetensors`` (:func:`write_safetensors`);
 * :func:`load_network` (``BaseModel``'s, for ``path.pretrain_network_*`` and resume) reads both formats;
@@ -11,6 +12,7 @@ Importing this module imports torch and basicsr, so it must not be imported befo
 :mod:`dckd_basicsr.integration.patches` has aliased ``torchvision.transforms.functional_tensor`` (``import
 dckd_basicsr`` does that first).
 """
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -21,10 +23,12 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
-from dckd_basicsr.errors import OptionError
+from dckd_basicsr.errors import CheckpointWriteError, OptionError
 
 # logger.save_format -> file extension of the saved networks (training states are always torch .state files)
 SAVE_FORMATS = {'pth': '.pth', 'safetensors': '.safetensors'}
+# logger.on_save_failure -> what a run does with a checkpoint file that cannot be written after the retries
+SAVE_FAILURE_POLICIES = ('stop', 'continue')
 
 
 def save_format(opt: Dict[str, Any]) -> str:
@@ -55,24 +59,64 @@ def atomic_save(obj: Any, path: str, write: Optional[Callable[[Any, Any], None]]
         raise
 
 
-def save_atomically(obj: Any, path: str, kind: str, write: Optional[Callable[[Any, Any], None]] = None) -> None:
+def on_save_failure(opt: Dict[str, Any]) -> str:
+    """``logger.on_save_failure``: ``stop`` (default) or ``continue`` (BasicSR's behaviour)."""
+    value = (opt.get('logger') or {}).get('on_save_failure') or 'stop'
+    if value not in SAVE_FAILURE_POLICIES:
+        raise OptionError(f'logger.on_save_failure: {value!r}; use stop (default) or continue.')
+    return value
+
+
+def save_atomically(obj: Any, path: str, kind: str, opt: Dict[str, Any],
+                    write: Optional[Callable[[Any, Any], None]] = None) -> bool:
     """Write a checkpoint file: :func:`atomic_save`, retried 3 times a second apart as BasicSR's saves do.
 
-    ``kind`` names the file in the log (``'network'``, ``'training state'``). A final failure is logged, not raised:
-    training continues, as with BasicSR. Every checkpoint file of a run is written through this function.
+    ``kind`` names the file in the messages (``'network'``, ``'training state'``). Every checkpoint file of a run is
+    written through this function. Returns True once written. When the last try fails too, under
+    ``logger.on_save_failure: stop`` (default) a :class:`~dckd_basicsr.errors.CheckpointWriteError` names the file,
+    the OS error and the last complete checkpoint; under ``continue`` the failure is logged and False returned.
     """
+    policy = on_save_failure(opt)
     for remaining in (2, 1, 0):
         try:
             if write is None:
                 atomic_save(obj, path)
             else:
                 atomic_save(obj, path, write)
-            return
+            return True
         except OSError as error:
-            get_root_logger().warning(f'Saving {kind} {path} failed: {error}; {remaining} retries left.')
+            last_error = error
+            log_warning(f'Saving {kind} {path} failed: {error}; {remaining} retries left.')
             if remaining:
                 time.sleep(1)
-    get_root_logger().warning(f'Could not save {path}; training continues without it.')
+    if policy == 'continue':
+        log_warning(f'Could not save {path}; training continues without it (logger.on_save_failure: continue).')
+        return False
+    raise CheckpointWriteError(save_failure_message(opt, kind, path, last_error))
+
+
+def save_failure_message(opt: Dict[str, Any], kind: str, path: str, error: OSError) -> str:
+    """What could not be written, why, and what ``--auto_resume`` will resume from."""
+    from dckd_basicsr.training.resume import latest_training_state
+    latest = latest_training_state((opt.get('path') or {}).get('training_states') or '')
+    if latest is None:
+        resume = 'There is no complete checkpoint yet: --auto_resume would start the run again from iteration 0.'
+    else:
+        resume = (f'The last complete checkpoint is {latest} (iteration {osp.basename(latest)[:-len(".state")]}): '
+                  'free space and rerun the same command with --auto_resume to continue from it.')
+    return (f'could not write the {kind} file {path} after 3 tries: {error}. The run stops '
+            f'(logger.on_save_failure: stop). {resume} To train on without the checkpoints that cannot be written, '
+            'set logger.on_save_failure: continue.')
+
+
+def log_warning(message: str) -> None:
+    """A warning on BasicSR's logger that a full disk under its log file does not turn into ``--- Logging error
+    ---`` tracebacks: the console still shows it."""
+    raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
+    try:
+        get_root_logger().warning(message)
+    finally:
+        logging.raiseExceptions = raise_exceptions
 
 
 def write_safetensors(save_dict: Dict[str, Dict[str, torch.Tensor]], file: Any) -> None:
@@ -88,7 +132,9 @@ def write_safetensors(save_dict: Dict[str, Dict[str, torch.Tensor]], file: Any) 
 @master_only
 def save_network(self, net, net_label, current_iter, param_key='params'):
     """``BaseModel.save_network``: the same file, written with :func:`save_atomically` (rank 0 only); with
-    ``logger.save_format: safetensors`` as ``<net_label>_<iter>.safetensors`` (:func:`write_safetensors`)."""
+    ``logger.save_format: safetensors`` as ``<net_label>_<iter>.safetensors`` (:func:`write_safetensors`). A network
+    left out under ``logger.on_save_failure: continue`` leaves out that iteration's training state too
+    (:func:`write_training_state`)."""
     nets = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
     if len(nets) != len(keys):
@@ -100,10 +146,13 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
                           for name, value in state.items()}
     label = 'latest' if current_iter == -1 else current_iter
     if save_format(self.opt) == 'safetensors':
-        save_atomically(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.safetensors'), 'network',
-                        write_safetensors)
+        saved = save_atomically(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.safetensors'),
+                                'network', self.opt, write_safetensors)
     else:
-        save_atomically(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'), 'network')
+        saved = save_atomically(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'),
+                                'network', self.opt)
+    if not saved:
+        self._incomplete_checkpoint = current_iter  # its training state is left out: resume never picks it
 
 
 def load_network(original: Callable) -> Callable:
@@ -159,10 +208,19 @@ def training_state_path(opt: Dict[str, Any], current_iter: int) -> str:
     return osp.join(opt['path']['training_states'], f'{current_iter}.state')
 
 
+def write_training_state(model: Any, state: Dict[str, Any], current_iter: int) -> None:
+    """Write ``training_states/<iter>.state``, unless a network of that checkpoint could not be written (under
+    ``logger.on_save_failure: continue``): ``--auto_resume`` then keeps using the last complete checkpoint."""
+    if getattr(model, '_incomplete_checkpoint', None) == current_iter:
+        log_warning(f'Training state {training_state_path(model.opt, current_iter)} left out: a network of this '
+                    'checkpoint could not be written.')
+        return
+    save_atomically(state, training_state_path(model.opt, current_iter), 'training state', model.opt)
+
+
 @master_only
 def save_training_state(self, epoch, current_iter):
-    """``BaseModel.save_training_state``: the same file, written with :func:`save_atomically` (rank 0 only)."""
+    """``BaseModel.save_training_state``: the same file, written with :func:`write_training_state` (rank 0 only)."""
     if current_iter == -1:
         return
-    save_atomically(training_state(self, epoch, current_iter), training_state_path(self.opt, current_iter),
-                    'training state')
+    write_training_state(self, training_state(self, epoch, current_iter), current_iter)

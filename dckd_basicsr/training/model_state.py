@@ -14,8 +14,8 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.training.checkpoint_files import (SAVE_FORMATS, save_atomically, save_format, saved_network,
-                                                    training_state, training_state_path)
+from dckd_basicsr.training.checkpoint_files import (SAVE_FORMATS, save_format, saved_network, training_state,
+                                                    write_training_state)
 
 
 class TrainingState:
@@ -47,7 +47,7 @@ class TrainingState:
         scaler = self.gradient_scaler()
         if scaler is not None:
             state['scaler'] = scaler.state_dict()
-        save_atomically(state, training_state_path(self.opt, current_iter), 'training state')
+        write_training_state(self, state, current_iter)
 
     def gradient_scaler(self) -> Optional[torch.amp.GradScaler]:
         """The GradScaler of ``train.fast.amp: fp16``, or None."""
