@@ -59,7 +59,8 @@ setup(
     package_dir={'dckd_basicsr.demo_options': 'options/demo'},
     py_modules=['dckd_basicsr_hook'],
     include_package_data=True,
-    package_data={'dckd_basicsr.demo_options': ['*.yml']},
+    # the JSON Schema of option files (dckd_basicsr/option_schema.json, dckd-train --json-schema writes it anew)
+    package_data={'dckd_basicsr.demo_options': ['*.yml'], 'dckd_basicsr': ['option_schema.json']},
     install_requires=[
         'torch>=2.1',
         'torchvision>=0.16',
@@ -80,7 +81,8 @@ setup(
     extras_require={
         # dckd-export --to onnx and its onnxruntime verification
         'export': ['onnx', 'onnxruntime', 'onnxscript'],
-        'test': ['pytest>=7', 'onnx', 'onnxruntime', 'onnxscript'],
+        # jsonschema: the shipped JSON Schema of option files is checked against every shipped option file
+        'test': ['pytest>=7', 'onnx', 'onnxruntime', 'onnxscript', 'jsonschema'],
     },
     entry_points={
         'console_scripts': [

@@ -472,7 +472,7 @@ def test_missing_file_and_unknown_format(tmp_path):
     assert "no checkpoint format named 'rcan_oficial'" in str(error.value)
     assert 'Did you mean: rcan_official' in str(error.value) and 'path.teacher_format' in str(error.value)
     (tmp_path / 'text.pth').write_text('not a checkpoint')
-    with pytest.raises(OptionError, match='cannot be read as a PyTorch checkpoint'):
+    with pytest.raises(OptionError, match=r'text.pth: the file is not a PyTorch or safetensors checkpoint \('):
         load_pretrained(tiny_rcan(0), str(tmp_path / 'text.pth'))
 
 
@@ -703,6 +703,34 @@ def test_safetensors_release_through_an_official_converter(tmp_path):
     assert (report['format'], report['layout'], report['param_key']) == ('rcan_official', 'safetensors file', None)
     assert_same_weights(target, source)
     (tmp_path / 'broken.safetensors').write_bytes(b'not a safetensors file')
-    with pytest.raises(OptionError, match=r'path.pretrain_network_t: .*broken.safetensors cannot be read as a '
+    with pytest.raises(OptionError, match=r'path.pretrain_network_t: .*broken.safetensors: the file is not a '
                        'safetensors file'):
         load_pretrained(target, str(tmp_path / 'broken.safetensors'))
+
+
+@pytest.mark.parametrize('damage, words', [
+    ('truncated', 'the file ends early (4000 bytes; a truncated download or an interrupted write?)'),
+    ('truncated_legacy', 'the file ends early (4000 bytes; a truncated download?)'),
+    ('empty', 'the file is empty (0 bytes)'),
+    ('html', 'the file is an HTML page, not a checkpoint'),
+    ('truncated_safetensors', 'the file ends early (4000 bytes; a truncated download?)'),
+])
+def test_a_broken_checkpoint_is_one_line_saying_what_is_wrong_and_what_to_do(tmp_path, damage, words):
+    """Truncated (zip and legacy torch formats, safetensors), empty, or a web page saved instead: one message naming
+    the option and the file, what is wrong in words and what to do, never torch's own text."""
+    from safetensors.torch import save_file
+    state = {'params': {'w': torch.randn(64, 64)}}
+    name = 'teacher.safetensors' if damage == 'truncated_safetensors' else 'teacher.pth'
+    path = tmp_path / name
+    if damage == 'truncated_safetensors':
+        save_file(state['params'], str(path))
+    else:
+        torch.save(state, path, _use_new_zipfile_serialization=damage != 'truncated_legacy')
+    data = {'empty': b'', 'html': b'<!DOCTYPE html>\n<html><body>Not Found</body></html>'}.get(damage)
+    path.write_bytes(data if data is not None else path.read_bytes()[:4000])
+    with pytest.raises(OptionError) as error:
+        load_pretrained(tiny_rcan(0), str(path))
+    message = str(error.value)
+    assert message.startswith(f'path.pretrain_network_t: {path}: {words}') and '\n' not in message
+    assert message.endswith('download the file itself.' if damage == 'html' else
+                            'download it again, or run again the training that wrote it.')

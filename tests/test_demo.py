@@ -91,6 +91,7 @@ def test_fast_demo_end_to_end_and_rerun_reuses_stages(tmp_path):
     again = run([str(BIN / 'dckd-demo'), '--fast', '--out', str(tmp_path), '--device', 'cpu'], cwd=tmp_path,
                 timeout=600)
     assert again.stdout.count('finished earlier, reused') == 4
+    assert 'every run finished earlier and is reused' in again.stdout and 'expected wall time' not in again.stdout
     assert (report / 'summary.md').read_text().split('Total time')[0] == summary.split('Total time')[0]
 
 

@@ -1,5 +1,7 @@
 """dckd-export (dckd_basicsr/commands/export.py): ONNX and TorchScript round trips at sizes other than the export
 size and no multiple of the window, spandrel files that spandrel loads and runs like the student, clear errors."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -44,22 +46,39 @@ def test_onnx_swinir_dynamic_size_round_trip(tmp_path):
     assert result['sizes'][0] != result['sizes'][1] and result['sizes'][1][0] % 4 and result['sizes'][1][1] % 4
     assert max(result['max_abs_diff']) <= 1e-4
     session = onnxruntime.InferenceSession(str(tmp_path / 'swinir.onnx'), providers=['CPUExecutionProvider'])
-    for shape in ((1, 3, 13, 22), (1, 3, 9, 31)):  # neither the export size nor multiples of the window
+    for shape in ((1, 3, 13, 22), (2, 3, 9, 31)):  # neither the export size nor multiples of the window; batch 2
         x = torch.rand(*shape)
         out = session.run(None, {'input': x.numpy()})[0]
         expected = reference(net, x, 4).numpy()
-        assert out.shape == expected.shape == (1, 3, 2 * shape[2], 2 * shape[3])
+        assert out.shape == expected.shape == (shape[0], 3, 2 * shape[2], 2 * shape[3])
         assert np.abs(out - expected).max() <= 1e-4
 
 
-def test_onnx_rcan_round_trip(tmp_path):
+def test_onnx_rcan_round_trip_with_dynamic_batch_and_its_convention(tmp_path, capsys):
+    import json
+
+    import onnx
     import onnxruntime
     net, path = student_file(tmp_path, tiny_network('rcan_student'))
     result = export(load_student(path), 'onnx', str(tmp_path / 'rcan.onnx'), size=16)
-    assert max(result['max_abs_diff']) <= 1e-4
+    assert max(result['max_abs_diff']) <= 1e-4 and len(result['max_abs_diff']) == 4  # three sizes, then a batch of 2
     session = onnxruntime.InferenceSession(str(tmp_path / 'rcan.onnx'), providers=['CPUExecutionProvider'])
-    x = torch.rand(1, 3, 11, 19)
-    assert np.abs(session.run(None, {'input': x.numpy()})[0] - reference(net, x, 1).numpy()).max() <= 1e-4
+    for batch in (1, 2, 3):
+        x = torch.rand(batch, 3, 11, 19)
+        out = session.run(None, {'input': x.numpy()})[0]
+        assert out.shape == (batch, 3, 22, 38) and np.abs(out - reference(net, x, 1).numpy()).max() <= 1e-4
+    # the convention: next to the file, in the ONNX metadata, on the console; a line per stage with its duration
+    written = json.loads((tmp_path / 'rcan.onnx.json').read_text())
+    assert (written['scale'], written['input']['shape'], written['input']['range']) == (2, ['N', 3, 'H', 'W'],
+                                                                                        [0.0, 1.0])
+    assert written['output']['shape'] == ['N', 3, '2*H', '2*W'] and written['input']['color'] == 'RGB'
+    metadata = {p.key: p.value for p in onnx.load(str(tmp_path / 'rcan.onnx')).metadata_props}
+    assert json.loads(metadata['dckd_basicsr.convention']) == written
+    out = capsys.readouterr().out
+    assert "input 'input' (N, 3, H, W) float32 RGB in [0, 1], NCHW, dynamic N, H and W" in out
+    assert re.search(r'exporting RCAN to ONNX \(opset 18.*\): done in \d+\.\d s', out)
+    assert re.search(r'checking the ONNX file with onnxruntime: done in \d+\.\d s', out)
+    assert 'onnxruntime vs PyTorch at input 2x3x' in out
 
 
 @pytest.mark.parametrize('net_opt, multiple', [(SWINIR, 4), (NAFNET, 1)], ids=['swinir', 'nafnet'])
@@ -68,7 +87,8 @@ def test_torchscript_round_trip(tmp_path, net_opt, multiple):
     result = export(load_student(path), 'torchscript', str(tmp_path / 'net.pt'), size=16)
     assert max(result['max_abs_diff']) <= 1e-4
     loaded = torch.jit.load(str(tmp_path / 'net.pt'))
-    x = torch.rand(1, 3, 13, 22)
+    assert (tmp_path / 'net.pt.json').is_file()
+    x = torch.rand(2, 3, 13, 22)  # batch 2: the trace keeps the batch dynamic too
     with torch.no_grad():
         assert (loaded(x) - reference(net, x, multiple)).abs().max().item() <= 1e-4
 
@@ -135,6 +155,32 @@ def test_unexportable_op_is_named(tmp_path):
                        r'operator dckd_test\.mystery\.default'):
         export_onnx(PaddedNetwork(Odd(), 1), str(tmp_path / 'odd.onnx'), 3, (8, 8), [(8, 8)], arch='Odd')
     assert not (tmp_path / 'odd.onnx').exists()
+
+
+def test_a_network_whose_code_fixes_the_batch_is_exported_with_a_batch_of_one(tmp_path, capsys):
+    """A trace records ``int(x.shape[0])`` as a constant: the checks fail, the export is made again with a batch of 1
+    (height and width dynamic), and the convention says so."""
+    import json
+
+    from dckd_basicsr.checkpoints.students import Student
+
+    class FixesBatch(torch.nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            batch = int(x.shape[0])
+            return self.conv(x).reshape(batch, -1).reshape(batch, 3, x.shape[2], x.shape[3])
+
+    student = Student(FixesBatch().eval(), {'type': 'FixesBatch'}, 1, 'params', 'test')
+    result = export(student, 'torchscript', str(tmp_path / 'fixed.pt'), size=8)
+    assert max(result['max_abs_diff']) <= 1e-4
+    out = capsys.readouterr().out
+    assert 'dckd-export: with a dynamic batch: the exported graph fails in TorchScript at input (1, 3, ' in out
+    assert 'Exporting again with a batch of 1 (height and width stay dynamic).' in out
+    assert json.loads((tmp_path / 'fixed.pt.json').read_text())['input']['shape'] == [1, 3, 'H', 'W']
 
 
 def test_failed_check_removes_the_file(tmp_path, monkeypatch):

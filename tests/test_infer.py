@@ -233,3 +233,43 @@ def test_console_script(tmp_path):
                 '--model', str(tmp_path / 'net_g_5.pth'), '--tile', '8', '--device', 'cpu'], cwd=tmp_path)
     assert 'SwinIR (upscale: 2' in proc.stdout and 'padded to a multiple of 4' in proc.stdout
     assert cv2.imread(str(tmp_path / 'out' / 'color_out.png')).shape == (26, 22, 3)
+
+
+def test_an_unreadable_image_is_skipped_with_a_warning_and_listed_at_the_end(tmp_path, capsys):
+    """One truncated and one empty file among three images: the readable one is restored, each bad one gets one
+    warning, the end lists both and the command fails (exit status 2 via report_option_errors);
+    --stop-on-error stops at the first, before anything after it is written."""
+    from dckd_basicsr.commands.infer import SkippedImages
+    save_student(tiny_network('msrresnet'), tmp_path / 'net_g.pth')
+    _write_inputs(tmp_path / 'src')
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    png = (tmp_path / 'src' / 'color.png').read_bytes()
+    (folder / 'a_broken.png').write_bytes(png[:len(png) // 2])
+    (folder / 'b_good.png').write_bytes(png)
+    (folder / 'c_empty.png').write_bytes(b'')
+    args = ['-i', str(folder), '-o', str(tmp_path / 'out'), '--model', str(tmp_path / 'net_g.pth'), '--quiet']
+    with pytest.raises(SkippedImages) as error:
+        main(args)
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['b_good_out.png']
+    assert str(error.value).splitlines() == [
+        'skipped 2 of 3 images that could not be read (--stop-on-error stops at the first):',
+        f'  {folder / "a_broken.png"}: cannot be read as an image (it is damaged or truncated, or not an image cv2 '
+        'can decode).',
+        f'  {folder / "c_empty.png"}: the file is empty (0 bytes).']
+    warnings = [line for line in capsys.readouterr().err.splitlines() if 'warning' in line]
+    assert [w.split(': ', 3)[2] for w in warnings] == ['skipped ' + str(folder / 'a_broken.png'),
+                                                      'skipped ' + str(folder / 'c_empty.png')]
+    with pytest.raises(OptionError, match=r'a_broken\.png: cannot be read as an image') as error:
+        main(args[:3] + [str(tmp_path / 'out2')] + args[4:] + ['--stop-on-error'])
+    assert not isinstance(error.value, SkippedImages) and not (tmp_path / 'out2').exists()
+
+
+def test_a_truncated_model_file_is_one_line_saying_so(tmp_path):
+    save_student(tiny_network('msrresnet'), tmp_path / 'net_g.pth')
+    data = (tmp_path / 'net_g.pth').read_bytes()
+    (tmp_path / 'net_g.pth').write_bytes(data[:len(data) // 2])
+    _write_inputs(tmp_path / 'in')
+    with pytest.raises(OptionError, match=r'^--model: .*net_g\.pth: the file ends early \(\d+ bytes; a truncated '
+                                          r'download or an interrupted write\?\)'):
+        main(['-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '--model', str(tmp_path / 'net_g.pth')])

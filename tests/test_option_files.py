@@ -12,7 +12,7 @@ from helpers import REPO, TABLE1, count_built, flatten, generator_module, load_o
 
 import dckd_basicsr  # noqa: F401
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.integration.option_checks import check_option_types
+from dckd_basicsr.integration.option_checks import check_option_types, schema_report
 from dckd_basicsr.training.progressive import ProgressivePatchSchedule
 from dckd_basicsr.commands.results import labels_from_name, labels_from_options
 
@@ -280,9 +280,10 @@ def test_keys_a_model_reads_from_a_loss_block_come_from_its_loss_table():
     opt = load_option_file(osp.join(REPO, 'options/train/RCAN/train_RCAN_SRx4_FAKD.yml'))
     opt['train']['fakd_opt'].update(student_layers=['body.2'], teacher_layers=['body.6'])
     check_option_keys(opt)
-    opt['model_type'] = 'SRModel'  # no loss table: the keys are FAKDLoss's, which has none of them
-    with pytest.raises(OptionError, match=r"^train\.fakd_opt\.student_layers: FAKDLoss has no option"):
-        check_option_keys(opt)
+    opt['model_type'] = 'SRModel'  # SRModel reads no fakd_opt at all: the block is refused, naming its readers
+    assert schema_report(opt).errors == [f'{key}: SRModel does not read this key (KDModel does); use one of those '
+                                         'model_type values or remove it.' for key in ('network_t', 'train.logits_opt',
+                                                                                   'train.fakd_opt')]
     opt['model_type'] = 'KDModel'
     opt['train']['fakd_opt']['student_layer'] = ['body.2']  # misspelt
     with pytest.raises(OptionError, match=r"^train\.fakd_opt\.student_layer: FAKDLoss has no option"):

@@ -147,3 +147,56 @@ def test_dropping_a_test_set_on_the_command_line_runs_the_others(tmp_path, toy_d
     logs = list((tmp_path / 'results' / 'drop').glob('test_drop_*.log'))
     text = logs[0].read_text()
     assert 'Validation kept' in text and 'Validation dropped' not in text and 'Validation absent' not in text
+
+
+def _x4_folders(root: Path, names=('baby', 'bird', 'woman'), lq_size: int = 12, suffix: str = 'x4') -> dict:
+    """HR and LR folders as datasets_prep/prepare_benchmarks.py writes them (LR named <name>x4.png)."""
+    import cv2
+    import numpy as np
+    (root / 'HR').mkdir(parents=True)
+    (root / 'LR').mkdir()
+    for name in names:
+        cv2.imwrite(str(root / 'HR' / f'{name}.png'), np.full((48, 50, 3), 128, np.uint8))  # 50: mod-4 crop is 48
+        cv2.imwrite(str(root / 'LR' / f'{name}{suffix}.png'), np.full((lq_size, lq_size, 3), 128, np.uint8))
+    return {'gt': str(root / 'HR'), 'lq': str(root / 'LR')}
+
+
+def test_pairing_names_the_missing_filename_tmpl_and_the_fix(tmp_path):
+    data = _x4_folders(tmp_path / 'Set5')
+    opt = sr_train_options(data, scale=4)
+    opt['datasets']['train'].pop('filename_tmpl', None)
+    problems = preflight.pairing_problems(opt)
+    assert problems[0] == (f"datasets.train.filename_tmpl: 3 of 3 GT images have no LQ image in {data['lq']} under "
+                           "filename_tmpl '{}' (baby.png -> baby.png is missing); the LQ names end in 'x4' "
+                           "(babyx4.png): set datasets.train.filename_tmpl: '{}x4'.")
+    for phase in ('train', 'val'):
+        opt['datasets'][phase]['filename_tmpl'] = '{}x4'
+    assert preflight.pairing_problems(opt) == []
+    opt['datasets']['val']['filename_tmpl'] = '{}_x4'
+    assert preflight.pairing_problems(opt)[0].endswith("set datasets.val.filename_tmpl: '{}x4'.")
+    for number, lq in enumerate(sorted(Path(data['lq']).iterdir())):  # LQ names unrelated to the GT names
+        lq.rename(lq.with_name(f'lr{number}.png'))
+    assert preflight.pairing_problems(opt)[0].endswith(
+        "(baby.png -> babyx4.png is missing); name the LQ images as their GT images, or set datasets.train."
+        "filename_tmpl (the LQ name of a GT image <name>.png is filename_tmpl.format(<name>) + '.png', e.g. '{}x4').")
+
+
+def test_pairing_compares_sampled_sizes_with_the_scale(tmp_path):
+    data = _x4_folders(tmp_path / 'Set5', lq_size=24)  # x2 images under a x4 option file
+    opt = sr_train_options(data, scale=4)
+    for phase in ('train', 'val'):
+        opt['datasets'][phase]['filename_tmpl'] = '{}x4'
+    assert preflight.pairing_problems(opt)[0] == ('datasets.train: baby.png is 50x48 but its LQ babyx4.png is 24x24, a '
+                                                  'x2 pair, while scale is 4; set scale to the data\'s factor or point '
+                                                  'datasets.train.dataroot_lq at the x4 images.')
+
+
+def test_a_damaged_checkpoint_is_named_by_the_preflight(tmp_path, toy_data):
+    import torch
+    torch.save({'params': {'w': torch.zeros(64, 64)}}, tmp_path / 'g.pth')
+    (tmp_path / 'g.pth').write_bytes((tmp_path / 'g.pth').read_bytes()[:3000])
+    opt = sr_train_options(toy_data, path__pretrain_network_g=str(tmp_path / 'g.pth'))
+    assert preflight.checkpoint_problems(opt) == [
+        f"path.pretrain_network_g: {tmp_path / 'g.pth'}: the file ends early (3000 bytes; a truncated download or an "
+        'interrupted write?): it starts as a PyTorch checkpoint but its end is missing; download it again, or run '
+        'again the training that wrote it.']

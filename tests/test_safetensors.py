@@ -86,7 +86,7 @@ def test_a_hub_safetensors_teacher_and_pretrained_student_load(tmp_path, files):
 
 def test_a_broken_safetensors_file_names_the_option(tmp_path, files):
     (tmp_path / 'broken.safetensors').write_bytes(b'not a safetensors file')
-    with pytest.raises(OptionError, match=r'path.pretrain_network_t: .*broken.safetensors cannot be read as a '
+    with pytest.raises(OptionError, match=r'path.pretrain_network_t: .*broken.safetensors: the file is not a '
                                           'safetensors file'):
         build_model(dckd_options(tmp_path, dict(files, teacher=str(tmp_path / 'broken.safetensors'))))
 

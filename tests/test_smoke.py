@@ -70,20 +70,33 @@ def _check_smoke_run(cwd: Path, name: str, output: str, val_sets: dict) -> None:
     for val_set, images in val_sets.items():
         assert f'Number of val images/folders in {val_set}: 1' in log, (val_set, images)
     assert '@ 3 iter' in log and '@ 4 iter' not in log and '@ 5 iter' not in log  # BasicSR said total_iter + 2
+    # the console: the preflight, a line per stage, the losses of every iteration, and at the end where the run is
+    # and what its numbers are worth; BasicSR's banner, option dump and network printouts are in the log only
+    assert 'Preflight: the option schema found no problem' in output and 'iter:       3,' in output
+    assert 'Version Information' not in output and 'with parameters' in output and len(output.splitlines()) < 80
+    assert 'Version Information' in log and 'model_type: DCKDModel' in log and log.count('SMOKE RUN WITH') == 1
+    assert output.count('SMOKE RUN WITH RANDOMLY INITIALISED STAND-INS') == 1
+    lines = output.splitlines()
+    closing = lines[next(i for i, line in enumerate(lines) if line.startswith(f'Smoke run smoke_{name} done in ')):]
+    assert f'Run folder: {run_dir} (log: ' in closing[0]
+    assert closing[1] == 'Its losses and metrics come from 3 iterations on tiny patches and mean nothing.'
+    assert closing[2].startswith('It used RANDOMLY INITIALISED STAND-INS for network_t (path.pretrain_network_t), '
+                                 'network_vqgan (path.pretrain_network_vqgan)')
 
 
 @pytest.mark.slow
 def test_smoke_runs_of_shipped_sr_deblur_and_derain_files_with_stand_ins(tmp_path):
     """Full-size SwinIR-M / NAFNet-width32 / Restormer teachers and the f16 VQGAN, random, 3 CPU iterations each."""
-    # SR: SwinIR x4 DCKD; training folders given with --force_yml (the file names DIV2K LMDBs), Set5 in the file's
-    # layout, Set14 and Urban100 dropped
+    # SR: SwinIR x4 DCKD; training folders given with --force_yml (the file names DIV2K LMDBs) as
+    # datasets_prep/prepare_benchmarks.py writes them (<name>x4.png, hence filename_tmpl), Set5 in the file's layout,
+    # Set14 and Urban100 dropped: the README's own-folder example
     sr = tmp_path / 'sr'
-    _folder_pairs(sr / 'train' / 'lr', sr / 'train' / 'hr', count=4, size=64, scale=4)
+    _folder_pairs(sr / 'train' / 'lr', sr / 'train' / 'hr', count=4, size=64, scale=4, lq_template='{}x4')
     _folder_pairs(sr / 'datasets/Benchmark_SR/Set5/LR_bicubic/X4', sr / 'datasets/Benchmark_SR/Set5/HR', size=64,
                   scale=4, lq_template='{}x4')
     output = _smoke(sr, 'train/SwinIR/train_SwinIR_SRx4_DCKD.yml', '--force_yml', 'datasets:train:io_backend:type=disk',
                     'datasets:train:dataroot_gt=train/hr', 'datasets:train:dataroot_lq=train/lr',
-                    'datasets:val_2=~', 'datasets:val_3=~')
+                    'datasets:train:filename_tmpl={}x4', 'datasets:val_2=~', 'datasets:val_3=~')
     assert 'Dropped datasets.val_2 (Set14)' in output and 'Dropped datasets.val_3 (Urban100)' in output
     _check_smoke_run(sr, 'SwinIR_SRx4_DCKD', output, {'Set5': 2})
 

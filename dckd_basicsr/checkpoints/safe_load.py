@@ -183,6 +183,75 @@ def read_safetensors(path: str) -> Dict[str, Any]:
     return nested
 
 
+# What to do about a file that cannot be read, by the diagnosis of :func:`unreadable_file`.
+REFETCH = 'download it again, or run again the training that wrote it'
+
+
+def _safetensors_data_size(path: str, header_size: int) -> int:
+    """The data size a safetensors header announces (the end of its last tensor), or 0 when it cannot be read."""
+    import json
+    try:
+        with open(path, 'rb') as f:
+            f.seek(8)
+            header = json.loads(f.read(header_size))
+        return max((entry['data_offsets'][1] for name, entry in header.items() if name != '__metadata__'), default=0)
+    except (ValueError, KeyError, TypeError, IndexError):
+        return 0
+
+
+def unreadable_file(path: str, error: Optional[BaseException] = None) -> str:
+    """What is wrong with a checkpoint file that could not be read, in words, and what to do: empty, ending early
+    (a truncated download or an interrupted write), damaged inside, an HTML page saved instead of the file, or no
+    checkpoint at all. ``error`` is the reader's own error, quoted when nothing better is known."""
+    import zipfile
+    size = osp.getsize(path)
+    with open(path, 'rb') as f:
+        head = f.read(64)
+    if size == 0:
+        return f'the file is empty (0 bytes); {REFETCH}.'
+    if str(path).lower().endswith('.safetensors'):
+        header = int.from_bytes(head[:8], 'little') if len(head) >= 8 else 0
+        if len(head) > 8 and head[8:9] != b'{':
+            return 'the file is not a safetensors file (it does not start with a safetensors header).'
+        if len(head) < 8 or 8 + header > size or 8 + header + _safetensors_data_size(path, header) > size:
+            return f'the file ends early ({size} bytes; a truncated download?); {REFETCH}.'
+        return f'the file is a safetensors file whose contents are damaged ({error}); {REFETCH}.'
+    if head.startswith(b'PK\x03\x04'):  # torch's zip format keeps its directory at the end of the file
+        if not zipfile.is_zipfile(path):
+            return (f'the file ends early ({size} bytes; a truncated download or an interrupted write?): it starts as '
+                    f'a PyTorch checkpoint but its end is missing; {REFETCH}.')
+        first = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else 'unknown error'
+        return f'the file is a PyTorch checkpoint that cannot be read ({first[:200]}); {REFETCH}.'
+    elif head[:1] == b'\x80':  # a pickle: torch's legacy format
+        text = str(error or '')
+        if 'EOF' in text or 'Ran out of input' in text or 'truncated' in text:
+            return f'the file ends early ({size} bytes; a truncated download?); {REFETCH}.'
+    stripped = head.lstrip().lower()
+    if stripped.startswith((b'<!doctype html', b'<html', b'<?xml', b'<')):
+        return ('the file is an HTML page, not a checkpoint (a download saved the web page instead of the file?); '
+                'download the file itself.')
+    if stripped.startswith(b'version https://git-lfs'):
+        return 'the file is a Git LFS pointer, not the checkpoint; fetch it with git lfs pull or download it.'
+    first = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ''
+    return f'the file is not a PyTorch or safetensors checkpoint ({first[:200] or "unrecognised content"}).'
+
+
+def damaged_file(path: str) -> Optional[str]:
+    """:func:`unreadable_file`'s words for a checkpoint that is visibly damaged without reading it whole (empty, a
+    zip checkpoint or safetensors file that ends early, an HTML page, a Git LFS pointer), else None. Cheap enough for
+    the preflight: it reads the start of the file and, for the zip format, its directory at the end."""
+    import zipfile
+    size = osp.getsize(path)
+    with open(path, 'rb') as f:
+        head = f.read(64)
+    damaged = (size == 0 or (head.startswith(b'PK\x03\x04') and not zipfile.is_zipfile(path)) or
+               head.lstrip().lower().startswith((b'<!doctype html', b'<html', b'version https://git-lfs')))
+    if str(path).lower().endswith('.safetensors') and len(head) > 8 and head[8:9] == b'{':
+        header = int.from_bytes(head[:8], 'little')
+        damaged = damaged or 8 + header > size or 8 + header + _safetensors_data_size(path, header) > size
+    return unreadable_file(path) if damaged else None
+
+
 def load_checkpoint_file(path: str, trusted: bool = False, option: Optional[str] = None) -> Any:
     """Read a checkpoint onto the CPU without executing code from it.
 
@@ -200,30 +269,32 @@ def load_checkpoint_file(path: str, trusted: bool = False, option: Optional[str]
         option: option key for error messages, e.g. ``path.pretrain_network_t``.
 
     Raises:
-        OptionError: the file is missing or is no PyTorch checkpoint.
+        OptionError: the file is missing or cannot be read, in one line saying what is wrong with it and what to do
+            (:func:`unreadable_file`).
     """
     where = f'{option}: ' if option else ''
     if not path or not osp.isfile(str(path)):
         raise OptionError(f'{where}{path}: no such checkpoint file.')
+    if osp.getsize(path) == 0:
+        raise OptionError(f'{where}{path}: {unreadable_file(path)}')
     if str(path).lower().endswith('.safetensors'):
         try:
             return read_safetensors(path)
         except Exception as error:  # noqa: B902  (safetensors' own error types differ between versions)
-            raise OptionError(f'{where}{path} cannot be read as a safetensors file: {error}') from error
+            raise OptionError(f'{where}{path}: {unreadable_file(path, error)}') from error
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # noqa: B902  (weights-only refusal, or not a checkpoint at all; told apart below)
-        weights_only_error = error
+    except Exception:  # noqa: B902  (weights-only refusal, or not a checkpoint at all; told apart below)
+        pass
     try:
         if trusted:
             return torch.load(path, map_location='cpu', weights_only=False)
         obj = torch.load(path, map_location='cpu', weights_only=False, pickle_module=restricted_pickle)
     except Exception as error:  # noqa: B902
-        if trusted:
+        if trusted and damaged_file(path) is None:
             raise OptionError(f'{where}{path}: full unpickling (trusted) failed: {error}. Without trusted, the '
                               'classes the file pickles are replaced by inert placeholders.') from error
-        raise OptionError(f'{where}{path} cannot be read as a PyTorch checkpoint: {error} '
-                          f'(weights-only load: {str(weights_only_error).splitlines()[0]})') from error
+        raise OptionError(f'{where}{path}: {unreadable_file(path, error)}') from error
     names = pickled_objects(obj)
     if names:
         get_root_logger().info(f'{path}: pickled objects kept as inert placeholders (not executed): '

@@ -21,6 +21,19 @@ IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.p
 SIXTEEN_BIT_EXTENSIONS = ('png', 'tif', 'tiff')
 
 
+class UnreadableImage(OptionError):
+    """An image file that cannot be decoded; ``dckd-infer`` skips it unless told to stop."""
+
+
+def unreadable_image(path: str) -> str:
+    """Why ``cv2`` could not decode ``path``, in words."""
+    if not osp.isfile(path):
+        return 'no such file.'
+    if osp.getsize(path) == 0:
+        return 'the file is empty (0 bytes).'
+    return 'cannot be read as an image (it is damaged or truncated, or not an image cv2 can decode).'
+
+
 @dataclass
 class LoadedImage:
     """An image as the network sees it: ``tensor`` (1, C, H, W) RGB in [0, 1], plus what is needed to write the
@@ -35,7 +48,7 @@ def read_image(path: str, net_channels: int) -> LoadedImage:
     """Read an 8- or 16-bit image (gray, BGR or BGRA) as BasicSR does (``cv2.imread`` + :func:`img2tensor`)."""
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise OptionError(f'{path}: cannot be read as an image.')
+        raise UnreadableImage(f'{path}: {unreadable_image(path)}')
     if img.dtype == np.uint8:
         max_value = 255
     elif img.dtype == np.uint16:

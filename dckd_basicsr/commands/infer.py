@@ -14,6 +14,10 @@ memory fit (:mod:`dckd_basicsr.commands.tiling` says when the tiled result equal
 for GPUs, and bfloat16 works on CPUs too); a network with an operator that has no kernel in that precision on the
 device stops with one message naming the flag and the error.
 
+An image that cannot be read (damaged, truncated, empty, or a kind the network cannot take) is skipped with one
+warning and the others are restored; the skipped files are listed at the end and the command exits with status 2
+(``--stop-on-error`` stops at the first one instead).
+
 Files follow Real-ESRGAN's ``inference_realesrgan.py``: ``OUT/<name>_<suffix>.<ext>`` (``--suffix out``; an empty
 suffix keeps the name), ``--ext auto`` keeps the input's extension. 8-bit images are read and written as BasicSR's
 ``img2tensor`` / ``tensor2img`` do; 16-bit PNG/TIFF in, 16-bit PNG/TIFF out. Grayscale images go through a 3-channel
@@ -114,7 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument('--fp16', action='store_true', help='float16 autocast (GPU)')
     precision.add_argument('--bf16', action='store_true', help='bfloat16 autocast (GPU; also CPU, slowly)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    parser.add_argument('--stop-on-error', action='store_true',
+                        help='stop at the first image that cannot be read (default: skip it with a warning, restore '
+                        'the others, list the skipped ones at the end and exit with status 2)')
     return parser
+
+
+class SkippedImages(OptionError):
+    """Images ``dckd-infer`` could not read and skipped; raised after the others were written."""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[str]:
@@ -132,9 +143,17 @@ def main(argv: Optional[Sequence[str]] = None) -> List[str]:
     print(f'dckd-infer: {student.describe()}', flush=True)
     student.net.to(device)
     check_dtype(student, device, dtype, '--fp16' if args.fp16 else '--bf16')
-    written = []
-    for path in tqdm(files, desc='dckd-infer', unit='img', disable=args.quiet or len(files) == 1):
-        loaded = read_image(path, student.input_channels)
+    written, skipped = [], []
+    bar = tqdm(files, desc='dckd-infer', unit='img', disable=args.quiet or len(files) == 1)
+    for path in bar:
+        try:
+            loaded = read_image(path, student.input_channels)
+        except OptionError as error:
+            if args.stop_on_error:
+                raise
+            skipped.append(str(error))
+            bar.write(f'dckd-infer: warning: skipped {error}', file=sys.stderr)
+            continue
         img = enhance(student, loaded, args.tile, args.tile_pad, device, dtype, args.alpha, args.outscale,
                       progress=not args.quiet and sys.stderr.isatty())  # nested bars only on a terminal
         save_path = output_path(path, args.output, args.suffix, args.ext, loaded.alpha is not None,
@@ -144,6 +163,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[str]:
         imwrite(img, save_path)
         written.append(save_path)
     print(f'dckd-infer: wrote {len(written)} image{"s" * (len(written) != 1)} to {args.output}', flush=True)
+    if skipped:
+        raise SkippedImages(f'skipped {len(skipped)} of {len(files)} image{"s" * (len(files) != 1)} that could not '
+                            'be read (--stop-on-error stops at the first):\n' +
+                            '\n'.join(f'  {line}' for line in skipped))
     return written
 
 

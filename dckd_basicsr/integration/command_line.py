@@ -2,7 +2,8 @@
 
 * :func:`command_line_parser` / :func:`parse_command_line`: BasicSR's ``parse_options`` flags (``--auto_resume`` for
   training only), the entry point's own ``prog`` and description, ``--smoke`` / ``--stand-in``
-  (:mod:`dckd_basicsr.integration.smoke`);
+  (:mod:`dckd_basicsr.integration.smoke`), and the option schema's ``--explain KEY`` and ``--json-schema [FILE]``
+  (:mod:`dckd_basicsr.integration.schema_docs`), which print and exit;
 * :func:`basicsr_argv`: ``sys.argv`` as BasicSR's own parser accepts it, while that parser runs;
 * :func:`split_force_yml` / :func:`drop_datasets`: ``--force_yml`` entries checked against the option file, and
   ``datasets:<phase>=~`` dropping that dataset (BasicSR's parser would fail with a ``TypeError``).
@@ -23,7 +24,10 @@ exist are skipped with a message; --force_yml datasets:test_3=~ drops a set expl
 TRAIN_EPILOG = """examples:
   %(prog)s -opt options/train/SwinIR/train_SwinIR_SRx4_DCKD.yml
   %(prog)s -opt options/train/SwinIR/train_SwinIR_SRx4_DCKD.yml --smoke --stand-in
-  %(prog)s -opt X.yml --force_yml datasets:val_3=~ train:total_iter=1000"""
+  %(prog)s -opt X.yml --force_yml datasets:val_3=~ train:total_iter=1000
+  %(prog)s --explain train.num_neg
+  %(prog)s --explain network_g.embed_dim -opt options/train/SwinIR/train_SwinIR_SRx4_DCKD.yml
+  %(prog)s --json-schema option_schema.json"""
 
 # ``--force_yml`` values that set an option to None (BasicSR's spelling and YAML's).
 NONE_VALUES = ('~', 'none', 'null')
@@ -45,7 +49,8 @@ def command_line_parser(is_train: bool, prog: Optional[str] = None) -> argparse.
     parser = argparse.ArgumentParser(prog=prog, description=TRAIN_DESCRIPTION if is_train else TEST_DESCRIPTION,
                                      epilog=TRAIN_EPILOG if is_train else None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-opt', type=str, required=True, help='path to the option YAML file')
+    parser.add_argument('-opt', type=str, help='path to the option YAML file (required, except with --explain or '
+                        '--json-schema)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
     if is_train:
         parser.add_argument('--auto_resume', action='store_true',
@@ -63,12 +68,38 @@ def command_line_parser(is_train: bool, prog: Optional[str] = None) -> argparse.
         parser.add_argument('--stand-in', dest='stand_in', action='store_true',
                             help='with --smoke only: randomly initialised stand-ins for a missing teacher or VQGAN '
                             "checkpoint, written inside the smoke run's own folder")
+    parser.add_argument('--explain', metavar='KEY',
+                        help='print what an option key means (type, default, one line; a block lists its keys), e.g. '
+                        'train.num_neg, datasets.train.use_hflip, SwinIR.embed_dim; with -opt, for that file\'s '
+                        'model_type and types')
+    parser.add_argument('--json-schema', dest='json_schema', nargs='?', const='-', metavar='FILE',
+                        help='write the JSON Schema of option files (for an editor\'s YAML extension) to FILE, or to '
+                        'stdout; it covers the archs, losses and models registered now')
     return parser
+
+
+def run_schema_commands(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--explain KEY`` / ``--json-schema [FILE]``: print and exit; otherwise ``-opt`` is required."""
+    from dckd_basicsr.integration import schema_blocks, schema_docs
+    if args.explain:
+        opt = read_option_file(args.opt) if args.opt else None
+        print(schema_docs.explain(args.explain, opt), flush=True)
+        sys.exit(0)
+    if args.json_schema:
+        if args.json_schema == '-':
+            sys.stdout.write(schema_blocks.schema_text(own_only=False))
+        else:
+            print(f'Wrote {schema_blocks.write_schema(args.json_schema, own_only=False)}', flush=True)
+        sys.exit(0)
+    if not args.opt:
+        parser.error('the following arguments are required: -opt')
 
 
 def parse_command_line(is_train: bool) -> argparse.Namespace:
     """Parse ``sys.argv`` with :func:`command_line_parser` (``--help`` and flag errors exit here)."""
-    args = command_line_parser(is_train, _prog).parse_args(sys.argv[1:])
+    parser = command_line_parser(is_train, _prog)
+    args = parser.parse_args(sys.argv[1:])
+    run_schema_commands(parser, args)
     if not is_train:
         args.auto_resume, args.smoke, args.stand_in = False, False, False
     if args.stand_in and not args.smoke:

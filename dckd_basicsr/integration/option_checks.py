@@ -1,16 +1,23 @@
-"""Checks of a parsed option file that run before BasicSR builds anything; each failure names the option key.
+"""Checks of a parsed option file that run before BasicSR builds anything; each problem names the option key.
 
-:func:`check_options` runs them all, in the order a user would fix them; the patched ``parse_options`` calls it
-(:mod:`dckd_basicsr.integration.run_options`).
+:func:`check_options` runs them all and raises one :class:`~dckd_basicsr.errors.OptionError` listing every problem
+(the patched ``parse_options`` calls it, :mod:`dckd_basicsr.integration.run_options`):
+
+1. spandrel architectures (:mod:`dckd_basicsr.archs.spandrel_students_arch`): a refused type with its reason, a scale
+   the arch cannot build, a ``train.fast`` precision it cannot train or run in;
+2. the option schema (:mod:`.schema_blocks`): ``model_type`` and every ``type`` registered, no key the code does not
+   read (close names suggested), values of the expected types; keys of third-party types that no schema can check
+   are listed in one warning;
+3. GPU-only settings on a machine without CUDA;
+4. every file and folder the options name, and GT/LQ pairing (:mod:`dckd_basicsr.integration.preflight`);
+5. training patch sizes against the scale and the VQGAN encoder's stride; ``train.max_nonfinite_steps``.
 """
-import inspect
-import os
-from os import path as osp
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List
 
 from dckd_basicsr.errors import OptionError
-from dckd_basicsr.integration.preflight import check_files
-from dckd_basicsr.integration.registry_lookup import check_registered
+from dckd_basicsr.integration.option_schema import Report, check
+from dckd_basicsr.integration.preflight import check_files, dataset_problems, checkpoint_problems, pairing_problems
+from dckd_basicsr.integration.registry_lookup import check_registered, unknown_type
 
 
 def check_option_types(opt: Dict[str, Any]) -> None:
@@ -37,48 +44,47 @@ def check_option_types(opt: Dict[str, Any]) -> None:
             check_registered(METRIC_REGISTRY, metric_opt['type'], f'val.metrics.{name}.type')
 
 
-def accepted_keys(cls: type) -> Optional[List[str]]:
-    """Keyword arguments ``cls(**options)`` accepts, or None when its constructor takes any ``**kwargs``.
+def schema_report(opt: Dict[str, Any]) -> Report:
+    """The option schema's problems and unchecked keys of ``opt`` (an unknown ``model_type`` first)."""
+    from basicsr.utils.registry import MODEL_REGISTRY
 
-    A constructor that passes ``**kwargs`` on to its parent's (e.g. ``NAFNetLocal``) accepts its own names and the
-    parent's; one that ends at ``nn.Module`` with ``**kwargs`` still open (e.g. BasicSR's ``SwinIR``) accepts
-    anything, so it cannot be checked here.
-    """
-    import torch
-    names: List[str] = []
-    for klass in cls.__mro__:
-        if klass in (torch.nn.Module, object):
-            return None
-        if '__init__' not in vars(klass):
-            continue
-        parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]
-        names += [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
-            return names
-    return None
+    from dckd_basicsr.integration.schema_blocks import option_root, registered
+    model_type = opt.get('model_type')
+    unknown_model = isinstance(model_type, str) and registered(MODEL_REGISTRY, model_type) is None
+    report = check(opt, option_root(opt), training=bool(opt.get('is_train', True)))
+    if unknown_model:
+        report.errors.insert(0, str(unknown_type(MODEL_REGISTRY, model_type, 'model_type')))
+    return report
 
 
 def check_option_keys(opt: Dict[str, Any]) -> None:
-    """Every key of a ``network_*`` or ``train.*_opt`` block must be an argument of its ``type``, so a misspelt key
-    (``weigths``) or one the type does not have (``reduction`` in ``cl_opt``) is an error naming the key and the
-    accepted ones, not silently dropped. Types whose constructor takes any ``**kwargs`` are not checked."""
-    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+    """The schema's first problem in a ``network_*`` or ``train.*_opt`` block, as an OptionError: a key its type does
+    not accept (``weigths``, or ``reduction`` in ``cl_opt``) names the key and the accepted ones. Keys a model reads
+    from its loss blocks (FAKD's layer names) are accepted for that model only."""
+    for problem in schema_report(opt).errors:
+        parts = problem.split(':', 1)[0].split('.')
+        if (parts[0].startswith('network_') and len(parts) > 1) or \
+                (parts[0] == 'train' and len(parts) > 2 and parts[1].endswith('_opt')):
+            raise OptionError(problem)
 
-    from dckd_basicsr.distill.loss_terms import model_read_keys
 
-    blocks = [(ARCH_REGISTRY, key, value) for key, value in opt.items() if key.startswith('network_')]
-    blocks += [(LOSS_REGISTRY, f'train.{key}', value) for key, value in (opt.get('train') or {}).items()
-               if key.endswith('_opt')]
-    model = MODEL_REGISTRY.get(opt['model_type']) if opt.get('model_type') in MODEL_REGISTRY else None
-    model_keys = model_read_keys(getattr(model, 'LOSS_TERMS', ()))  # e.g. FAKD's layer names, read by the model
-    for registry, option_key, block in blocks:
-        if not isinstance(block, dict) or block.get('type') not in registry:
-            continue
-        accepted = accepted_keys(registry.get(block['type']))
-        unknown = sorted(set(block) - {'type', *model_keys.get(option_key, ())} - set(accepted or ()))
-        if accepted is not None and unknown:
-            raise OptionError(f"{option_key}.{unknown[0]}: {block['type']} has no option {unknown[0]!r}; it accepts "
-                              f"{', '.join(accepted)}.")
+def check_spandrel_networks(opt: Dict[str, Any]) -> None:
+    """The spandrel architectures the option file names: their types, options and scales
+    (:func:`~dckd_basicsr.archs.spandrel_students_arch.check_network_options`), and the precisions ``train.fast``
+    runs them in: the student under ``amp``; the teacher, and with ``cl_opt`` DCKD's history copy of the student,
+    under the frozen networks' ``autocast`` (``amp``'s unless given)."""
+    from dckd_basicsr.archs.spandrel_students_arch import check_network_options, check_precision
+    check_network_options(opt)
+    train_opt = opt.get('train') if isinstance(opt.get('train'), dict) else {}
+    fast = train_opt.get('fast') if isinstance(train_opt.get('fast'), dict) else {}
+    student, teacher = opt.get('network_g'), opt.get('network_t')
+    frozen_key = 'autocast' if 'autocast' in fast else 'amp'
+    if isinstance(student, dict):
+        check_precision(student, fast.get('amp'), 'train.fast.amp', 'network_g')
+        if train_opt.get('cl_opt'):
+            check_precision(student, fast.get(frozen_key), f'train.fast.{frozen_key}', 'network_g')
+    if isinstance(teacher, dict):
+        check_precision(teacher, fast.get(frozen_key), f'train.fast.{frozen_key}', 'network_t')
 
 
 def check_device_options(opt: Dict[str, Any]) -> None:
@@ -92,33 +98,6 @@ def check_device_options(opt: Dict[str, Any]) -> None:
     for phase, dataset_opt in (opt.get('datasets') or {}).items():
         if isinstance(dataset_opt, dict) and dataset_opt.get('prefetch_mode') == 'cuda':
             raise OptionError(f'datasets.{phase}.prefetch_mode: cuda needs a CUDA GPU; remove it or use cpu.')
-
-
-def _image_count(root: str, backend: str) -> int:
-    """Images BasicSR's paired dataset would list in ``root``: the files of a folder (not recursive, as
-    ``paired_paths_from_folder``), or the keys in an LMDB's ``meta_info.txt``."""
-    if backend == 'lmdb':
-        with open(osp.join(root, 'meta_info.txt')) as f:
-            return sum(1 for line in f if line.strip())
-    return sum(1 for entry in os.scandir(root) if entry.is_file())
-
-
-def check_paired_folders(opt: Dict[str, Any]) -> None:
-    """``PairedImageDataset`` needs one LQ image per GT image; BasicSR would stop with a bare assertion, or with
-    a ``KeyError`` deep in a DataLoader worker for an LMDB."""
-    for phase, dataset_opt in (opt.get('datasets') or {}).items():
-        if not isinstance(dataset_opt, dict) or dataset_opt.get('type') != 'PairedImageDataset' or \
-                dataset_opt.get('meta_info_file'):
-            continue
-        gt, lq = dataset_opt.get('dataroot_gt'), dataset_opt.get('dataroot_lq')
-        if not (isinstance(gt, str) and isinstance(lq, str) and osp.isdir(gt) and osp.isdir(lq)):
-            continue
-        backend = (dataset_opt.get('io_backend') or {}).get('type', 'disk')
-        gt_count, lq_count = _image_count(gt, backend), _image_count(lq, backend)
-        if gt_count != lq_count:
-            raise OptionError(f'datasets.{phase}.dataroot_lq: {lq} has {lq_count} images but datasets.{phase}.'
-                              f'dataroot_gt ({gt}) has {gt_count}; PairedImageDataset needs one LQ image per GT '
-                              'image.')
 
 
 def encoder_size_multiple(opt: Dict[str, Any]) -> int:
@@ -155,17 +134,76 @@ def check_patch_sizes(opt: Dict[str, Any]) -> None:
                                   f'use e.g. {size // multiple * multiple or multiple}.')
 
 
-def check_options(opt: Dict[str, Any], stand_ins: Iterable[str] = (), note: str = '') -> None:
-    """All checks, in the order a user would fix them. Every missing file or folder is reported at once
-    (:func:`dckd_basicsr.integration.preflight.check_files`, which ``stand_ins`` and ``note`` are passed to)."""
-    check_option_types(opt)
-    check_option_keys(opt)
-    check_device_options(opt)
+def check_save_format(opt: Dict[str, Any]) -> None:
     from dckd_basicsr.training.checkpoint_files import save_format
     save_format(opt)
-    check_files(opt, stand_ins, note)
-    check_paired_folders(opt)
-    check_patch_sizes(opt)
+
+
+def check_nonfinite_limit(opt: Dict[str, Any]) -> None:
     if isinstance(opt.get('train'), dict):
         from dckd_basicsr.training.nonfinite import nonfinite_limit
         nonfinite_limit(opt['train'])
+
+
+# The checks of values, after the schema, in the order a user would fix them.
+VALUE_CHECKS = (check_device_options, check_save_format, check_patch_sizes, check_nonfinite_limit)
+
+
+def run_checks(opt: Dict[str, Any], checks: Iterable[Callable[[Dict[str, Any]], None]], report: Report) -> List[str]:
+    """The messages of the ``checks`` that fail on ``opt``. A check that trips over a value the schema already
+    refused (``report`` has errors) adds nothing; otherwise its exception is a bug and surfaces."""
+    problems = []
+    for value_check in checks:
+        try:
+            value_check(opt)
+        except OptionError as error:
+            problems.append(str(error))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            if not report.errors:
+                raise
+    return problems
+
+
+def problem_key(problem: str) -> str:
+    return problem.split(':', 1)[0].split(' ', 1)[0]
+
+
+def one_message(problems: List[str], files_only: bool, note: str = '') -> str:
+    """One problem as it is; several under one heading, one per line (continuation lines indented)."""
+    if len(problems) == 1:
+        message = problems[0]
+    else:
+        heading = (f'{len(problems)} files or folders named by the option file are missing or unusable' if files_only
+                   else f'{len(problems)} problems in the option file')
+        lines = ['\n'.join(f'  {line}' if i == 0 else f'    {line}' for i, line in enumerate(problem.splitlines()))
+                 for problem in problems]
+        message = f'{heading} (nothing was built or written):\n' + '\n'.join(lines)
+    return message + (f'\n{note}' if note else '')
+
+
+def check_options(opt: Dict[str, Any], stand_ins: Iterable[str] = (), note: str = '') -> None:
+    """All checks (see the module docstring); raises one OptionError listing every problem, and prints one warning
+    naming the keys no schema could check. A check of values whose key the schema already refused is not repeated.
+
+    ``stand_ins``: ``path`` keys a smoke run replaces (not checked); ``note``: a last line for the message
+    (:func:`dckd_basicsr.integration.preflight.check_files`).
+    """
+    report = schema_report(opt)
+    # a refused spandrel type's reason comes before the schema's "no arch named ..." for the same key
+    problems = run_checks(opt, (check_spandrel_networks, ), report) + report.errors
+    problems += run_checks(opt, VALUE_CHECKS, report)
+    files = dataset_problems(opt) + checkpoint_problems(opt, stand_ins)
+    problems += files + pairing_problems(opt)
+    seen, unique = set(), []
+    for problem in problems:
+        if problem_key(problem) not in seen:
+            seen.add(problem_key(problem))
+            unique.append(problem)
+    if report.unchecked and int(opt.get('rank') or 0) == 0:
+        print(f'Warning: {report.warning()}', flush=True)
+    if unique:
+        raise OptionError(one_message(unique, files_only=len(unique) == len(files), note=note))
+
+
+__all__ = ['check_options', 'check_option_types', 'check_option_keys', 'check_spandrel_networks', 'check_device_options',
+           'check_patch_sizes', 'encoder_size_multiple', 'check_files', 'schema_report']

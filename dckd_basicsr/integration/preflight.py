@@ -11,7 +11,12 @@ What is checked:
 
 * ``datasets.<phase>``: ``dataroot_gt`` / ``dataroot_lq`` (an LMDB must hold ``meta_info.txt``) and
   ``meta_info_file`` of every phase;
-* ``path.pretrain_network_*`` (teacher, VQGAN, student, history model, any other) and ``path.resume_state``.
+* ``path.pretrain_network_*`` (teacher, VQGAN, student, history model, any other) and ``path.resume_state``; a
+  checkpoint that is visibly damaged (empty, ending early, a saved web page) is named with what is wrong
+  (:func:`dckd_basicsr.checkpoints.safe_load.damaged_file`);
+* GT/LQ pairing of BasicSR's paired datasets (:func:`pairing_problems`): one LQ image per GT image, each found under
+  ``filename_tmpl`` as BasicSR looks for it (with the fix when the LQ names carry a suffix such as ``x4`` and
+  ``filename_tmpl`` does not say it), and, on a few sampled pairs, GT sizes that are ``scale`` times the LQ sizes.
 
 On a resume (``path.resume_state``, or ``--auto_resume`` with a saved state in the run's ``training_states``) the
 networks the run saves itself are re-read from the run's ``models`` folder (BasicSR's ``check_resume``, as
@@ -21,7 +26,7 @@ smoke run replaces (:mod:`dckd_basicsr.integration.smoke`).
 import os
 import re
 from os import path as osp
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from dckd_basicsr.errors import OptionError
 
@@ -168,6 +173,11 @@ def checkpoint_problems(opt: Dict[str, Any], stand_ins: Iterable[str] = ()) -> L
             if not osp.isfile(value):
                 reason = 'no such file' if not osp.isdir(value) else 'a folder, not a checkpoint file'
                 problems.append(f'path.{key}: {value}: {reason}; {checkpoint_source(key, value)}.')
+            elif key != 'resume_state':
+                from dckd_basicsr.checkpoints.safe_load import damaged_file
+                damage = damaged_file(value)
+                if damage:
+                    problems.append(f'path.{key}: {value}: {damage}')
     return problems
 
 
@@ -185,3 +195,110 @@ def check_files(opt: Dict[str, Any], stand_ins: Iterable[str] = (), note: str = 
         message = (f'{len(problems)} files or folders named by the option file are missing or unusable (nothing was '
                    'built or written):\n' + '\n'.join(f'  {problem}' for problem in problems))
     raise OptionError(message + (f'\n{note}' if note else ''))
+
+
+# Paired dataset types whose GT/LQ pairing is checked (BasicSR's paired_paths_from_folder / _meta_info_file rule).
+PAIRED_TYPES = ('PairedImageDataset', 'RealESRGANPairedDataset')
+# Pairs whose image sizes are read (decoding every image of a set would take long).
+SIZE_SAMPLES = 3
+
+
+def _image_count(root: str, backend: str) -> int:
+    """Images BasicSR's paired dataset would list in ``root``: the files of a folder (not recursive, as
+    ``paired_paths_from_folder``), or the keys in an LMDB's ``meta_info.txt``."""
+    if backend == 'lmdb':
+        with open(osp.join(root, 'meta_info.txt')) as f:
+            return sum(1 for line in f if line.strip())
+    return sum(1 for entry in os.scandir(root) if entry.is_file())
+
+
+def _lq_suffix(stems: List[Tuple[str, str]], lq_names: List[str]) -> Optional[str]:
+    """The suffix every sampled GT stem's LQ file carries (``x4`` for ``woman.png`` -> ``womanx4.png``), or None."""
+    suffixes = set()
+    for stem, ext in stems:
+        matches = [name[len(stem):-len(ext) or None] for name in lq_names
+                   if name.startswith(stem) and name.endswith(ext) and len(name) > len(stem) + len(ext)]
+        if len(matches) != 1:
+            return None
+        suffixes.add(matches[0])
+    return suffixes.pop() if len(suffixes) == 1 else None
+
+
+def _image_size(path: str) -> Optional[Tuple[int, int]]:
+    import cv2
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    return None if img is None else img.shape[:2]
+
+
+def pairing_problems(opt: Dict[str, Any]) -> List[str]:
+    """GT/LQ pairing of every paired dataset on folders, as BasicSR would pair them, before anything is built:
+
+    * one LQ image per GT image (folders and LMDBs);
+    * every GT image's LQ file, ``filename_tmpl.format(<GT name>) + <GT extension>``, exists; when the LQ files carry
+      one suffix (``x4``), the message gives ``filename_tmpl: '{}x4'``;
+    * on :data:`SIZE_SAMPLES` pairs, the GT is ``scale`` times the LQ (BasicSR crops the GT to ``scale`` times the
+      LQ, so a GT up to ``scale - 1`` pixels larger is fine).
+    """
+    problems = []
+    scale = opt.get('scale') if isinstance(opt.get('scale'), int) else 1
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        if not isinstance(dataset_opt, dict) or dataset_opt.get('type') not in PAIRED_TYPES:
+            continue
+        gt, lq = dataset_opt.get('dataroot_gt'), dataset_opt.get('dataroot_lq')
+        if not (isinstance(gt, str) and isinstance(lq, str) and osp.isdir(gt) and osp.isdir(lq)):
+            continue
+        backend = (dataset_opt.get('io_backend') or {}).get('type', 'disk')
+        if backend == 'lmdb' and not (osp.isfile(osp.join(gt, 'meta_info.txt')) and
+                                      osp.isfile(osp.join(lq, 'meta_info.txt'))):
+            continue
+        if not dataset_opt.get('meta_info_file'):
+            gt_count, lq_count = _image_count(gt, backend), _image_count(lq, backend)
+            if gt_count != lq_count:
+                problems.append(f'datasets.{phase}.dataroot_lq: {lq} has {lq_count} images but datasets.{phase}.'
+                                f'dataroot_gt ({gt}) has {gt_count}; PairedImageDataset needs one LQ image per GT '
+                                'image.')
+                continue
+        if backend != 'disk':
+            continue
+        problem = _names_and_sizes(phase, dataset_opt, gt, lq, scale)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _names_and_sizes(phase: str, dataset_opt: Dict[str, Any], gt: str, lq: str, scale: int) -> str:
+    """The pairing problem of one paired dataset on folders (see :func:`pairing_problems`), or ''."""
+    template = dataset_opt.get('filename_tmpl') or '{}'
+    meta = dataset_opt.get('meta_info_file')
+    if isinstance(meta, str) and osp.isfile(meta):
+        with open(meta) as f:
+            gt_names = [line.strip().split(' ')[0] for line in f if line.strip()]
+    else:
+        gt_names = sorted(entry.name for entry in os.scandir(gt) if entry.is_file())
+    lq_names = sorted(entry.name for entry in os.scandir(lq) if entry.is_file())
+    lq_set = set(lq_names)
+    pairs, missing = [], []
+    for name in gt_names:
+        stem, ext = osp.splitext(osp.basename(name))
+        lq_name = f'{template.format(stem)}{ext}'
+        (pairs if lq_name in lq_set else missing).append((name, lq_name))
+    if missing:
+        first, expected = missing[0]
+        stems = [osp.splitext(osp.basename(name)) for name, _ in missing[:5]]
+        suffix = _lq_suffix(stems, lq_names)
+        fix = (f"the LQ names end in {suffix!r} ({stems[0][0]}{suffix}{stems[0][1]}): set datasets.{phase}."
+               f"filename_tmpl: '{{}}{suffix}'" if suffix is not None else
+               f'name the LQ images as their GT images, or set datasets.{phase}.filename_tmpl (the LQ name of '
+               "a GT image <name>.png is filename_tmpl.format(<name>) + '.png', e.g. '{}x4')")
+        return (f'datasets.{phase}.filename_tmpl: {len(missing)} of {len(gt_names)} GT images have no LQ image in '
+                f'{lq} under filename_tmpl {template!r} ({first} -> {expected} is missing); {fix}.')
+    for gt_name, lq_name in pairs[:SIZE_SAMPLES]:
+        gt_size, lq_size = _image_size(osp.join(gt, gt_name)), _image_size(osp.join(lq, lq_name))
+        if gt_size is None or lq_size is None:
+            continue  # an unreadable image is the data loader's to report (max_bad_samples)
+        if any(g // scale != q for g, q in zip(gt_size, lq_size)):
+            ratio = gt_size[0] / lq_size[0]
+            return (f'datasets.{phase}: {gt_name} is {gt_size[1]}x{gt_size[0]} but its LQ {lq_name} is '
+                    f'{lq_size[1]}x{lq_size[0]}, a x{ratio:.3g} pair, while scale is {scale}; set scale to the '
+                    f'data\'s factor or point datasets.{phase}.dataroot_lq at the x{scale} images.')
+    return ''

@@ -13,16 +13,28 @@ the run's length and size, never the networks or the losses:
   run folder; LMDB sets are used whole).
 
 Data are still needed: the user's own or those ``datasets_prep`` builds; the preflight names what is missing.
+
+The console shows what a user needs (:func:`quiet_console`): the preflight's result, one line per stage (data, each
+network and loss built or loaded), the losses of every iteration, the checkpoint and the validation; BasicSR's
+version banner, its option dump and the network printouts go to the log file only. The run ends with where its
+folder and log are and, again, that stand-ins were used and that its metrics mean nothing
+(:func:`closing_lines`).
 With ``--stand-in``, a missing ``path.pretrain_network_t`` or ``path.pretrain_network_vqgan`` is replaced by a
 randomly initialised network of the option file's architecture, announced on the console and in the log, and
 written only inside the smoke run's folder (``<run>/stand_ins/``), never where the real checkpoint is expected.
 """
+import atexit
+import logging
 import math
 import os
+import sys
+import time
 from os import path as osp
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
+from dckd_basicsr.errors import OptionError
 from dckd_basicsr.integration.option_checks import encoder_size_multiple
+from dckd_basicsr.options import network_in_channels
 
 SMOKE_ITERS = 3
 SMOKE_BATCH = 2
@@ -31,6 +43,8 @@ STAND_IN_NETWORKS = {'pretrain_network_t': 'network_t', 'pretrain_network_vqgan'
 FORMAT_KEYS = {'pretrain_network_t': ('teacher_format', 'param_key_t', 'strict_load_t'),
                'pretrain_network_vqgan': ('vqgan_format', 'param_key_vqgan', 'strict_load_vqgan')}
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+# Log records of more lines than this are dumps (version banner, options, network printouts): log file only.
+CONSOLE_MAX_LINES = 6
 
 
 def smoke_patch(opt: Dict[str, Any]) -> int:
@@ -130,6 +144,7 @@ def prepare_run(opt: Dict[str, Any]) -> None:
     smoke = opt.get('smoke')
     if not smoke:
         return
+    announce_end(opt)
     import torch
     from basicsr.archs import build_network
     from basicsr.utils import get_root_logger
@@ -149,14 +164,107 @@ def prepare_run(opt: Dict[str, Any]) -> None:
             dataset_opt['meta_info_file'] = meta
             logger.info(f'Smoke run: datasets.{phase} validates on {name} only.')
     keys = smoke.get('stand_ins') or []
-    if keys:
-        logger.warning('\n' + announce_stand_ins(opt, keys))
+    if keys:  # the console has had it from the preflight; the log gets it here
+        logger.warning('\n' + announce_stand_ins(opt, keys), extra={'log_only': True})
     for key in keys:
         target = stand_in_path(opt, key)
         os.makedirs(osp.dirname(target), exist_ok=True)
+        net_opt, fmt_value = stand_in_network(opt, key)
         with torch.random.fork_rng(devices=[]):  # the run's own random streams stay as seeded
             torch.manual_seed(int(opt.get('manual_seed') or 0))
-            net = build_network(opt[STAND_IN_NETWORKS[key]])
+            net = build_network(net_opt)
         torch.save({'params': net.state_dict()}, target)
         fmt, param_key, strict = FORMAT_KEYS[key]
-        opt['path'].update({key: target, fmt: 'basicsr', param_key: 'params', strict: True})
+        opt['path'].update({key: target, fmt: fmt_value, param_key: 'params', strict: True})
+
+
+def stand_in_network(opt: Dict[str, Any], key: str) -> Tuple[Dict[str, Any], str]:
+    """The network block a stand-in for ``path.<key>`` is built from, and the checkpoint format it is read in: the
+    option file's own block; for a ``SpandrelTeacher``, which spandrel builds from its file, a registered spandrel
+    arch of the ``architecture`` it names (SPAN when it names none) at the run's scale, with the student's input
+    channels, read by spandrel."""
+    block = dict(opt[STAND_IN_NETWORKS[key]])
+    if block.get('type') != 'SpandrelTeacher':
+        return block, 'basicsr'
+    from dckd_basicsr.archs.spandrel_students_arch import network_of_package
+    package = block.get('architecture') or 'SPAN'
+    net_opt = network_of_package(package, int(opt.get('scale') or 1), network_in_channels(opt.get('network_g') or {}))
+    if net_opt is None:
+        raise OptionError(f'network_t.architecture: {package}: --stand-in has no registered spandrel arch of that '
+                          f'architecture at x{opt.get("scale")} to stand in for {block.get("type")}; give the '
+                          'teacher file (--force_yml path:pretrain_network_t=FILE).')
+    return net_opt, 'auto'
+
+
+class ConsoleDigest(logging.Filter):
+    """A console handler's filter for smoke runs: dumps (INFO records of more than :data:`CONSOLE_MAX_LINES` lines)
+    and records logged with ``extra={'log_only': True}`` are left to the log file; the first dump is replaced by one
+    line saying so."""
+
+    def __init__(self, log_file: Optional[str]):
+        super().__init__()
+        self.log_file = log_file
+        self.noted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, 'log_only', False):
+            return False
+        if record.levelno > logging.INFO or str(record.msg).count('\n') < CONSOLE_MAX_LINES:
+            return True
+        if not self.noted:
+            self.noted = True
+            where = self.log_file or 'the log file'
+            print(f'Smoke run: the version banner, the options and the network printouts are in {where} only.',
+                  file=sys.stderr, flush=True)
+        return False
+
+
+class InstallConsoleDigest(logging.Filter):
+    """A filter on BasicSR's logger that gives its console handlers a :class:`ConsoleDigest` as soon as they exist
+    (BasicSR creates them with its first log record, after the options are parsed); it filters nothing itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger = logging.getLogger('basicsr')
+        files = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler) and \
+                    not any(isinstance(f, ConsoleDigest) for f in handler.filters):
+                handler.addFilter(ConsoleDigest(files[0] if files else None))
+        return True
+
+
+def quiet_console() -> None:
+    """Smoke runs: dumps go to the log file only (see :class:`ConsoleDigest`)."""
+    logger = logging.getLogger('basicsr')
+    if not any(isinstance(f, InstallConsoleDigest) for f in logger.filters):
+        logger.addFilter(InstallConsoleDigest())
+
+
+def closing_lines(opt: Dict[str, Any], finished: bool, seconds: float, log_file: Optional[str]) -> str:
+    """What a smoke run says last: where its folder and log are, and what its numbers are worth."""
+    run_root = opt['path']['experiments_root']
+    log = f' (log: {log_file})' if log_file else ''
+    if not finished:
+        return f'Smoke run {opt["name"]} stopped before its last iteration; its folder is {run_root}{log}.'
+    lines = [f'Smoke run {opt["name"]} done in {seconds:.0f} s: the option file runs end to end. Run folder: '
+             f'{run_root}{log}.',
+             f'Its losses and metrics come from {SMOKE_ITERS} iterations on tiny patches and mean nothing.']
+    keys = (opt.get('smoke') or {}).get('stand_ins') or []
+    if keys:
+        lines.append('It used RANDOMLY INITIALISED STAND-INS for ' + ', '.join(
+            f'{STAND_IN_NETWORKS[key]} (path.{key})' for key in keys) + ': a real run needs those checkpoints.')
+    return '\n'.join(lines)
+
+
+def announce_end(opt: Dict[str, Any]) -> None:
+    """Print :func:`closing_lines` when the process ends (the run finished when its latest checkpoint exists)."""
+    start = time.perf_counter()
+
+    def report() -> None:
+        logger = logging.getLogger('basicsr')
+        files = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+        models = opt['path']['models']
+        finished = osp.isdir(models) and any(name.startswith('net_g_latest') for name in os.listdir(models))
+        print(closing_lines(opt, finished, time.perf_counter() - start, files[0] if files else None), flush=True)
+
+    atexit.register(report)

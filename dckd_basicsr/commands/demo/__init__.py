@@ -7,7 +7,8 @@ Stages (each reused when re-run, once finished):
    (``options/demo/train_demo_SRResNet_teacher.yml``);
 3. students: one compact SRResNet (2 blocks of 16 channels), same seed and iterations, trained three ways: from
    scratch, with logits KD and with DCKD (``options/demo/train_demo_SRResNet_student_{Scratch,Logits,DCKD}.yml``);
-   each student validates on the held-out photos four times during its run;
+   each student validates on the held-out photos at four evenly spaced iterations and once more when its run ends
+   (five points);
 4. evaluation on the held-out photos (PSNR/SSIM on the Y channel, BasicSR's metrics): ``summary.md`` (means, PSNR per
    photo, the students' validation PSNR per iteration) and ``comparison.png`` (the same centre crop of one named
    photo from every method, each labelled with that crop's own PSNR, above the students' validation PSNR against
@@ -36,7 +37,7 @@ from dckd_basicsr.commands.demo.evaluation import evaluate, parameter_count, rea
 from dckd_basicsr.commands.demo.figure import draw_comparison
 from dckd_basicsr.commands.demo.runner import Progress, say, train, train_run
 from dckd_basicsr.commands.demo.summary import write_summary
-from dckd_basicsr.commands.demo.templates import (METHODS, TEACHER, concrete_options, load_template,
+from dckd_basicsr.commands.demo.templates import (METHODS, TEACHER, concrete_options, load_template, run_name,
                                                    write_random_vqgan)
 from dckd_basicsr.errors import OptionError, report_option_errors
 
@@ -89,8 +90,15 @@ def run_demo(args: argparse.Namespace) -> dict:
     os.makedirs(report_dir, exist_ok=True)
     expected = DURATION[mode] if not args.iters and args.scale == 2 else 'not measured for these settings'
     shorter = f' (--fast: {DURATION["fast"]})' if mode == 'full' else ''
-    say(f"[demo] a teacher ({schedule['teacher']} iterations) and three students ({schedule['student']} each): "
-        f'expected wall time {expected}{shorter}; finished stages are reused when re-run')
+    finished = [method for method in (TEACHER, ) + tuple(METHODS) if osp.isfile(osp.join(
+        args.out, 'experiments', run_name(method, args.scale), 'models', 'net_g_latest.pth'))]
+    if len(finished) == 1 + len(METHODS):
+        say('[demo] every run finished earlier and is reused: only the evaluation runs (seconds)')
+    else:
+        reused = f'; {", ".join(finished)} finished earlier and {"is" if len(finished) == 1 else "are"} reused' \
+            if finished else '; finished stages are reused when re-run'
+        say(f"[demo] a teacher ({schedule['teacher']} iterations) and three students ({schedule['student']} each): "
+            f'expected wall time {expected}{shorter} for all of them{reused}')
     if not args.vqgan:
         say('[demo] no --vqgan given: the DCKD student will use a small RANDOMLY INITIALISED VQGAN encoder, so it '
             "runs the whole DCKD pipeline but not the paper's setting (see the caveat in the summary; --vqgan "
