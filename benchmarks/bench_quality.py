@@ -32,7 +32,8 @@ without the compile modes.
 ``--student span`` compares methods instead of precisions, for an efficient student from spandrel: a small SPAN
 (16 channels, x4; ``dckd_basicsr/archs/spandrel_students_arch.py``) trained as Scratch (``SRModel``, L1 to GT),
 Logits (``KDModel``, + L1 to the teacher) and DCKD (as above) in fp32, from the same seed on the same batches, after
-the same teacher; ``--fp32-seeds N`` adds DCKD runs from seeds 1..N for the spread. The differences are to Scratch.
+the same teacher; ``--fp32-seeds N`` adds runs of every method from seeds 1..N for the spread. The differences are
+to Scratch of seed 0.
 """
 import argparse
 import copy
@@ -246,8 +247,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     student = SPAN_STUDENT if args.student else STUDENT
     runs = [(method, method, None, 0) for method in METHOD_RUNS] if args.student else \
         [(mode, 'DCKD', MODES[mode], 0) for mode in modes]
-    runs += [(f'{"DCKD " if args.student else ""}fp32, seed {seed}', 'DCKD', None, seed)
-             for seed in range(1, args.fp32_seeds + 1)]
+    methods = METHOD_RUNS if args.student else ('DCKD', )
+    runs += [(f'{method + " " if args.student else ""}fp32, seed {seed}', method, None, seed)
+             for seed in range(1, args.fp32_seeds + 1) for method in methods]
     try:
         check_data(args.data, test_sets)
         patches = TrainingPatches(args.data, max_images)

@@ -47,12 +47,13 @@ def network_in_channels(net_opt: Dict[str, Any]) -> int:
     return next((int(net_opt[key]) for key in IN_CHANNEL_KEYS if key in net_opt), 3)
 
 
-def validation_pad_multiple(opt: Dict[str, Any], network: str = 'network_g') -> int:
+def validation_pad_multiple(opt: Dict[str, Any], network: str = 'network_g', pads_itself: bool = False) -> int:
     """The multiple validation pads to: ``val.pad_multiple``, else the authors' ``val.window_size``, else
-    ``<network>.window_size`` (SwinIR), else 1."""
+    ``<network>.window_size`` (SwinIR), else 1. A network that ``pads_itself`` to what it needs (a spandrel student)
+    is not padded to its ``window_size``, so it validates as it runs when deployed."""
     val_opt = opt.get('val') or {}
-    window = val_opt.get('window_size', (opt.get(network) or {}).get('window_size', 1))
-    return int(val_opt.get('pad_multiple', window))
+    own = 1 if pads_itself else (opt.get(network) or {}).get('window_size', 1)
+    return int(val_opt.get('pad_multiple', val_opt.get('window_size', own)))
 
 
 def check_unit_interval(key: str, value: float, noun: str = 'a probability') -> float:

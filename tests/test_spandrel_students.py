@@ -1,7 +1,11 @@
 """spandrel's trainable archs as BasicSR archs (``dckd_basicsr/archs/spandrel_students_arch.py``): the per-arch
 battery (trains every used parameter, EMA and history copies valid, save/strict load exact, train = eval where the
 arch branches on ``self.training``, bf16 trains or is refused, resume exact), the naming rule, the option checks and
-their messages. Tiny networks: the ``spandrel_*`` blocks of ``tests/data/tiny_networks.yml``."""
+their messages. Tiny networks: the ``spandrel_*`` blocks of ``tests/data/tiny_networks.yml``.
+
+The quick set runs the battery on every registered arch; the slow set runs bitwise resume on the archs of
+:data:`RESUMED` (SPAN, quick, and one per fix of the wrapper), one ``dckd-train`` run with a SPAN student end to end
+(resumed, then exported for spandrel) and the smoke runs of two shipped option files."""
 import copy
 from pathlib import Path
 
@@ -21,16 +25,21 @@ from dckd_basicsr.distill.feature_taps import FAKD_DEPTHS, FeatureRecorder, defa
 from dckd_basicsr.errors import OptionError, UnknownTypeError
 from dckd_basicsr.integration.option_checks import check_option_keys
 
-# Archs whose two tiny DCKD steps take over about half a second: their battery runs in the slow set.
+# Archs whose tiny DCKD steps on two images take over about half a second (large minimum input sizes): the battery
+# trains them on one image.
 HEAVY = {'CRAFT', 'SCUNet', 'Uformer', 'UpCunet2x', 'UpCunet2x_fast', 'UpCunet3x', 'UpCunet4x', 'KBNet_l', 'KBNet_s',
          'MixDehazeNet'}
 # Archs with branches on self.training that compute the same function (SPAN re-parameterises its convolutions).
 SAME_IN_TRAIN_AND_EVAL = ('SPAN', 'PLKSR', 'RealPLKSR')
+# The slow bitwise-resume runs: SPAN (quick) and one arch per wrapper fix: RCAN's input copy, and the frozen unused
+# parameters of FDAT (half of each interaction module), SwiftSRGAN (activations of blocks without one) and HVICIDNet (a
+# submodule whose output the forward overwrites; it also pads to a multiple of 8).
+RESUMED = ('SPAN', 'SpandrelRCAN', 'FDAT', 'SwiftSRGAN', 'HVICIDNet')
 
 
 def archs(quick=None, names=sorted(REGISTERED)):
-    """``names``, the HEAVY ones (or all but ``quick``) marked slow."""
-    slow = HEAVY if quick is None else set(REGISTERED) - set(quick)
+    """``names``, every one in the quick set, or only ``quick`` (the others marked slow)."""
+    slow = set() if quick is None else set(REGISTERED) - set(quick)
     return [pytest.param(name, marks=pytest.mark.slow) if name in slow else name for name in names]
 
 
@@ -52,10 +61,11 @@ def lq_size(name: str) -> int:
 
 
 def batch(name: str, seed: int) -> dict:
-    size, scale = lq_size(name), scale_of(name)
+    """Two LQ/GT pairs (one for the HEAVY archs) of the smallest size that needs no padding."""
+    size, scale, images = lq_size(name), scale_of(name), 1 if name in HEAVY else 2
     generator = torch.Generator().manual_seed(seed)
-    return {'lq': torch.rand(2, 3, size, size, generator=generator),
-            'gt': torch.rand(2, 3, size * scale, size * scale, generator=generator)}
+    return {'lq': torch.rand(images, 3, size, size, generator=generator),
+            'gt': torch.rand(images, 3, size * scale, size * scale, generator=generator)}
 
 
 def dckd_options(root: Path, name: str, **train) -> dict:
@@ -246,7 +256,7 @@ def test_span_saves_the_fusion_of_its_current_branches(tmp_path):
     assert torch.allclose(copied, trained, rtol=0, atol=1e-5 * float(trained.abs().max()))
 
 
-@pytest.mark.parametrize('name', archs(quick=('SPAN', 'RealPLKSR', 'KBNet_s', 'SpandrelSwinIR')))
+@pytest.mark.parametrize('name', archs())
 def test_bf16_trains_or_is_refused_in_one_line(tmp_path, name):
     net_opt = tiny(name)
     try:
@@ -255,7 +265,13 @@ def test_bf16_trains_or_is_refused_in_one_line(tmp_path, name):
         message = str(error)
         assert '\n' not in message and name in message and 'train.fast.amp: bf16' in message
         return
-    model = build_model(dckd_options(tmp_path, name, fast=dict(amp='bf16')))
+    opt = dckd_options(tmp_path, name, fast=dict(amp='bf16'))
+    opt['model_type'] = 'KDModel'  # logits KD: the student's forward and backward under bf16 autocast, no encoder
+    for key in ('network_his', 'network_vqgan'):
+        del opt[key]
+    for key in ('ce_opt', 'cl_opt'):
+        del opt['train'][key]
+    model = build_model(opt)
     before = {k: v.detach().clone() for k, v in model.net_g.named_parameters()}
     train(model, name, (1, 2))
     assert any(not torch.equal(v.detach(), before[k]) for k, v in model.net_g.named_parameters())
@@ -271,7 +287,7 @@ def test_kbnet_s_fails_under_bf16_autocast_as_recorded():
         out.float().mean().backward()
 
 
-@pytest.mark.parametrize('name', archs(quick=('SPAN', )))
+@pytest.mark.parametrize('name', archs(quick=('SPAN', ), names=RESUMED))
 def test_resumed_training_continues_bitwise(tmp_path, name):
     from basicsr.utils.misc import check_resume
     opt = dckd_options(tmp_path, name)
@@ -293,7 +309,8 @@ def test_resumed_training_continues_bitwise(tmp_path, name):
 @pytest.mark.slow
 def test_dckd_train_with_a_span_student_resumes_exactly(tmp_path):
     """``dckd-train`` end to end: a SPAN student stopped after two iterations and restarted with --auto_resume ends
-    with the weights of an uninterrupted three-iteration run."""
+    with the weights of an uninterrupted three-iteration run; ``dckd-export --to spandrel`` of the run's checkpoint
+    and option file opens with ``spandrel.ModelLoader().load_from_file`` as that SPAN."""
     data = make_pairs(tmp_path / 'data', count=2, size=32)
     opt = dckd_train_options(tmp_path, data, name='span', vqgan='vqgan', network_g=tiny('SPAN'),
                              datasets__train__gt_size=16, datasets__train__batch_size_per_gpu=1,
@@ -317,23 +334,27 @@ def test_dckd_train_with_a_span_student_resumes_exactly(tmp_path):
         b = torch.load(tmp_path / 'runs/part/models' / name, weights_only=True)
         for param_key in a:
             assert all(torch.equal(value, b[param_key][key]) for key, value in a[param_key].items()), name
+    from spandrel import ModelLoader
+    from spandrel.architectures.SPAN import SPAN
+
+    from dckd_basicsr.commands.export import main as export_main
+    exported = tmp_path / 'span_x2.safetensors'
+    export_main(['--model', str(tmp_path / 'runs/full/models/net_g_3.pth'), '-opt', write('full', 3), '--to',
+                 'spandrel', '-o', str(exported), '--atol', '1e-5'])
+    descriptor = ModelLoader().load_from_file(str(exported))
+    assert type(descriptor.model) is SPAN and descriptor.scale == 2
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('row', ['SPAN/train_SPAN_SRx4_DCKDstar', 'SAFMN/train_SAFMN_SRx4_DCKDstar_SpandrelTeacher'])
 def test_shipped_efficient_student_files_pass_the_smoke_run(tmp_path, row):
-    """``dckd-train --smoke --stand-in`` with the user's data (and, for the SpandrelTeacher row, the user's teacher
-    file: a small random HAT x4 that spandrel detects) given by --force_yml."""
+    """``dckd-train --smoke --stand-in`` with the user's data given by --force_yml; for the SpandrelTeacher row the
+    stand-in teacher is a random HAT x4 (released window 16) that spandrel detects from its file."""
     data = make_pairs(tmp_path / 'data', count=2, size=96, scale=4)
     given = [f'datasets:train:dataroot_{key}={folder}' for key, folder in data.items()]
     given += [f'datasets:val_1:dataroot_{key}={folder}' for key, folder in data.items()]
     given += ['datasets:train:io_backend:type=disk', 'datasets:val_1:filename_tmpl={}', 'datasets:val_2=~',
               'datasets:val_3=~']
-    if row.endswith('SpandrelTeacher'):
-        torch.manual_seed(0)
-        torch.save({'params_ema': build_network(tiny_network('spandrel_HAT', upscale=4)).state_dict()},
-                   tmp_path / 'hat_x4.pth')
-        given.append(f'path:pretrain_network_t={tmp_path / "hat_x4.pth"}')
     proc = run([str(BIN / 'dckd-train'), '-opt', str(REPO / f'options/train/{row}.yml'), '--smoke', '--stand-in',
                 '--force_yml', *given], cwd=tmp_path)
     log = next((tmp_path / 'experiments').glob('smoke_*/train_*.log')).read_text()
@@ -384,7 +405,7 @@ def test_unknown_type_lists_close_names(typo, close):
 def test_wrong_keyword_names_the_arch_and_its_arguments():
     block = {'type': 'SPAN', 'num_in_ch': 3, 'num_out_ch': 3, 'feature_chanels': 48}
     with pytest.raises(OptionError, match=r"network_g\.feature_chanels: SPAN has no option 'feature_chanels'; it "
-                                          r'accepts num_in_ch, num_out_ch, feature_channels, upscale, bias'):
+                                          r'accepts .*num_in_ch, num_out_ch, feature_channels, upscale, bias'):
         check_option_keys({'network_g': block})
     with pytest.raises(OptionError, match=r"network_g: SPAN \(spandrel SPAN\) has no option 'feature_chanels'; it "
                                           r'accepts num_in_ch, num_out_ch, feature_channels'):
@@ -454,3 +475,61 @@ def test_supported_precisions_and_other_archs_pass():
     check_precision({'type': 'SwinIR'}, 'fp16')  # BasicSR's: not ours to judge
     with pytest.raises(OptionError, match=r'^train\.fast\.autocast: fp16, but spandrel marks network_t\.type HAT'):
         check_precision({'type': 'HAT'}, 'fp16', option='train.fast.autocast', key='network_t')
+
+
+@pytest.mark.parametrize('updates, message', [
+    (dict(network_g={'type': 'GFPGAN'}), "network_g.type: spandrel's GFPGAN is not registered: it is a face-restoration"),
+    (dict(network_g={'type': 'SwiftSRGAN', 'upscale_factor': 3}), 'network_g: SwiftSRGAN cannot build upscale_factor: 3'),
+    (dict(network_g={'type': 'KBNet_s'}, scale=1, train__fast={'amp': 'bf16'}),
+     'train.fast.amp: bf16, but network_g.type KBNet_s does not train in bf16'),
+    (dict(network_t={'type': 'SAFMN', 'dim': 8, 'upscaling_factor': 2}, train__fast={'autocast': 'fp16'}),
+     'train.fast.autocast: fp16, but spandrel marks network_t.type SAFMN as not supporting fp16; use '
+     'train.fast.autocast: bf16.'),
+])
+def test_the_preflight_refuses_what_a_spandrel_arch_cannot_do(tmp_path, updates, message):
+    """Through the option checks every entry point runs before anything is built: the refused type's reason (not
+    "no arch named"), the scale, the precision of the student (amp) and of the frozen teacher (autocast)."""
+    from dckd_basicsr.integration.option_checks import check_options
+    opt = dckd_train_options(tmp_path, make_pairs(tmp_path / 'data'), **updates)
+    with pytest.raises(OptionError) as info:
+        check_options(opt)
+    assert message in str(info.value)
+    assert not (tmp_path / 'experiments').exists()
+
+
+def test_a_smoke_stand_in_for_a_spandrel_teacher_file_is_detected_by_spandrel():
+    """``--smoke --stand-in`` without the SpandrelTeacher's file: a registered arch of the named architecture at the
+    run's scale, whose random weights spandrel detects as that architecture (the run reads them with format auto)."""
+    from spandrel import ModelLoader
+
+    from dckd_basicsr.integration.smoke import stand_in_network
+    opt = {'scale': 2, 'network_t': {'type': 'SpandrelTeacher', 'architecture': 'SPAN'}}
+    net_opt, fmt = stand_in_network(opt, 'pretrain_network_t')
+    assert (net_opt, fmt) == ({'type': 'SPAN', 'num_in_ch': 3, 'num_out_ch': 3, 'upscale': 2}, 'auto')
+    descriptor = ModelLoader().load_from_state_dict(build_network(dict(net_opt)).state_dict())
+    assert descriptor.architecture.id == 'SPAN' and descriptor.scale == 2
+    assert stand_in_network({'scale': 4, 'network_t': {'type': 'SpandrelTeacher', 'architecture': 'HAT'}},
+                            'pretrain_network_t')[0] == {'type': 'HAT', 'window_size': 16, 'upscale': 4}
+    with pytest.raises(OptionError, match='network_t.architecture: LaMa: --stand-in has no registered spandrel arch'):
+        stand_in_network({'scale': 4, 'network_t': {'type': 'SpandrelTeacher', 'architecture': 'LaMa'}},
+                         'pretrain_network_t')
+
+
+def test_hat_windows_its_overlapping_attention_cannot_unfold_are_refused():
+    """spandrel's HAT defaults (window 7: an overlap of 3) fail in the forward; the check says why before anything
+    is built, and the released window 16 passes."""
+    with pytest.raises(OptionError, match=r'network_g: HAT: window_size 7 with overlap_ratio 0.5 gives an overlapping '
+                                          r'window of 10, which HAT\'s attention cannot unfold'):
+        check_network_options({'scale': 4, 'network_g': {'type': 'HAT', 'upscale': 4}})
+    check_network_options({'scale': 4, 'network_g': {'type': 'HAT', 'upscale': 4, 'window_size': 16}})
+
+
+def test_a_spandrel_student_validates_as_spandrel_runs_it(tmp_path):
+    """OmniSR has a window_size option, but pads itself to what it needs: validation does not pad it to that window
+    first (so KD rows validate as Scratch rows and the exported network do), unless val.pad_multiple says so."""
+    teacher = tiny_network('msrresnet_teacher', upscale=2)
+    model = build_model(kd_options(tmp_path, tiny('OmniSR'), teacher, logits_opt=dict(type='L1Loss')))
+    assert tiny('OmniSR')['window_size'] == 4 and model.pad_multiple == 1
+    opt = kd_options(tmp_path / 'b', tiny('OmniSR'), teacher, logits_opt=dict(type='L1Loss'))
+    opt['val']['pad_multiple'] = 8
+    assert build_model(opt).pad_multiple == 8

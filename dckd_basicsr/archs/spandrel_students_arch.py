@@ -31,9 +31,9 @@ and ``SpandrelNAFNet``; BasicSR's ``RRDBNet`` and ``SRVGGNetCompact`` keep their
 * spandrel's RCAN multiplies its input by ``rgb_range`` in place: the wrapper hands it a copy, so the LQ batch that
   the teacher and the loss terms see is not scaled.
 * an input that does not meet the arch's size requirements (spandrel's ``size_requirements``: SAFMN a multiple of 8,
-  DRCT of 16, Uformer of 128, SCUNet at least 40 px, ...) is padded at the bottom and right by the rule of
-  :mod:`dckd_basicsr.archs.padding` and the output cropped back, as spandrel's own inference does, so validation,
-  ``dckd-infer`` and the models' dry runs take any image size; training patches that meet them are not padded.
+  DRCT of 16, Uformer of 128, SCUNet at least 40 px, ...) is padded at the bottom and right as spandrel's own
+  inference pads it (:func:`pad_as_spandrel`) and the output cropped back, so validation, ``dckd-infer`` and the
+  models' dry runs take any image size and give what spandrel gives; training patches that meet them are not padded.
 
 **Checks** (:func:`check_network_options`, :func:`check_precision`): an unknown keyword names the arch and the
 arguments it accepts; a scale the arch cannot build is named with those it can (several archs silently build another
@@ -52,8 +52,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+from torch.nn import functional as F
 
-from dckd_basicsr.archs.padding import pad_bottom_right
 from dckd_basicsr.errors import OptionError
 
 PREFIX = 'Spandrel'
@@ -90,6 +90,19 @@ def _layers(count_key: str) -> Stages:
 
 
 # ---------------------------------------------------------------------------------------------- parameters never used
+def _hat_overlap(options: Dict[str, Any]) -> Optional[str]:
+    """HAT's overlapping cross-attention unfolds windows of ``window_size + int(window_size * overlap_ratio)`` with a
+    padding of half the extra; an odd extra loses a row and the attention's reshape fails (spandrel's default
+    window 7 does)."""
+    window, ratio = options.get('window_size', 7), options.get('overlap_ratio', 0.5)
+    extra = int(window * ratio)
+    if extra % 2:
+        return (f'window_size {window} with overlap_ratio {ratio} gives an overlapping window of {window + extra}, '
+                f'which HAT\'s attention cannot unfold (int(window_size * overlap_ratio) must be even; the released '
+                'HAT models use window_size: 16)')
+    return None
+
+
 def _inactive_activations(net: nn.Module) -> Iterator[nn.Parameter]:
     for module in net.modules():
         if getattr(module, 'use_act', True) is False and isinstance(getattr(module, 'act', None), nn.Module):
@@ -127,6 +140,27 @@ class FusedConvBuffers:
             module.register_state_dict_pre_hook(_fuse_again)
 
 
+    def switch_to_deploy(self) -> None:
+        """Fuse every ``Conv3XC`` once and run its ``eval_conv`` alone from now on, in either mode: the network as
+        deployed, for inference and export only (spandrel's eval forward re-fuses on every call, which also costs
+        time and FLOPs and cannot be traced by ``torch.export``)."""
+        for module in self.modules():
+            if isinstance(getattr(module, 'eval_conv', None), nn.Conv2d) and hasattr(module, 'update_params'):
+                with torch.no_grad():
+                    module.update_params()
+                module.forward = module.eval_conv.forward
+
+    def deployed_parameters(self) -> int:
+        """The parameters of the deployed network: each ``Conv3XC`` counted as its fused ``eval_conv`` (SPAN-48:
+        426,288 of 1,840,488 trained)."""
+        total = sum(p.numel() for p in self.parameters())
+        for module in self.modules():
+            if isinstance(getattr(module, 'eval_conv', None), nn.Conv2d) and hasattr(module, 'update_params'):
+                total -= sum(p.numel() for name, p in module.named_parameters() if not name.startswith('eval_conv.'))
+                total += sum(b.numel() for b in module.eval_conv.buffers())
+        return total
+
+
 @torch.no_grad()
 def _fuse_again(module: nn.Module, prefix: str, keep_vars: bool) -> None:
     module.update_params()
@@ -137,6 +171,23 @@ class CopiesInput:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.clone())
+
+
+# ---------------------------------------------------------------------------------------------- spandrel's call
+StateDict = Dict[str, torch.Tensor]
+
+
+def _mixdehazenet_for_spandrel(state_dict: StateDict, inverse: bool = False) -> StateDict:
+    """MixDehazeNet computes ``(K + 1) * x - B`` from the last convolution's maps ``K, B``; spandrel's call returns
+    ``0.5 * net(x) + 0.5`` (the authors' [-1, 1] output range). The last convolution mapped ``K, B -> 2K + 1, 2B + 1``
+    (weight doubled, bias doubled plus one) makes spandrel's output equal the student's; ``inverse`` undoes it."""
+    state_dict = dict(state_dict)
+    weight, bias = 'patch_unembed.proj.0.weight', 'patch_unembed.proj.0.bias'
+    if inverse:
+        state_dict[weight], state_dict[bias] = state_dict[weight] / 2, (state_dict[bias] - 1) / 2
+    else:
+        state_dict[weight], state_dict[bias] = state_dict[weight] * 2, state_dict[bias] * 2 + 1
+    return state_dict
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -159,6 +210,16 @@ class SpandrelArch:
         fix: A class put before spandrel's in the registered class's bases.
         size: spandrel's ``size_requirements`` for it, ``(minimum, multiple_of, square)`` or a function of the
             options giving them: inputs that do not meet them are padded (see :class:`SpandrelStudent`).
+        unread: Options that change the network's output but that spandrel's loader does not (always) read from the
+            weights: it assumes a value (SPAN's ``img_range``, ATD's ``category_size``, ...). A network whose value
+            differs from the one spandrel assumes is not the network spandrel loads from its file.
+        for_spandrel: ``(state_dict, inverse) -> state_dict``: the weights that make spandrel's call of the
+            network (which may transform its output) compute the student's function, and back; None when it is the
+            identity.
+        constraint: ``options -> why they cannot run`` (None when they can), for combinations the constructor
+            accepts but the forward cannot compute.
+        runnable: Options that make spandrel's defaults runnable where they are not (HAT's window of 7), for a
+            network built with no options of the user's (a smoke run's stand-in).
         note: Anything else a user must know, for the README.
     """
     name: str
@@ -174,6 +235,10 @@ class SpandrelArch:
     unused: Optional[Callable[[nn.Module], Iterator[nn.Parameter]]] = field(default=None, compare=False)
     fix: Optional[type] = None
     size: Union[Tuple[int, int, bool], Callable[[Dict[str, Any]], Tuple[int, int, bool]]] = (0, 1, False)
+    unread: Tuple[str, ...] = ()
+    for_spandrel: Optional[Callable[[StateDict, bool], StateDict]] = field(default=None, compare=False)
+    constraint: Optional[Callable[[Dict[str, Any]], Optional[str]]] = field(default=None, compare=False)
+    runnable: Tuple[Tuple[str, Any], ...] = ()
     note: str = ''
 
     @property
@@ -206,21 +271,26 @@ KBA_BF16 = "the custom backward of its kernel-basis attention (spandrel's KBNet 
 ARCHS: Tuple[SpandrelArch, ...] = (
     # ----- SR (x1 with a scale of 1)
     SpandrelArch('SPAN', 'SPAN', APACHE, 'upscale', ANY_SCALE, fp16=True, fix=FusedConvBuffers,
+                 unread=('img_range', 'rgb_mean'),
                  stages=_stages(_numbered('block_{}', count=6, first=1), 'upsampler' + INPUT_SUFFIX)),
     SpandrelArch('RealPLKSR', 'PLKSR', MIT, 'upscaling_factor', ANY_SCALE, fp16=False, fp16_needs='layer_norm',
+                 unread=('norm_groups', ),
                  stages=lambda o: (_numbered('feats.{}', 'n_blocks', first=1)(o),
                                    f'feats.{int(o["n_blocks"]) + 1}{INPUT_SUFFIX}')),
     SpandrelArch('PLKSR', 'PLKSR', MIT, 'upscaling_factor', ANY_SCALE, fp16=True,
+                 unread=('use_max_kernel', 'sparse_kernels', 'sparse_dilations', 'with_idt'),
                  stages=lambda o: (_numbered('feats.{}', 'n_blocks', first=1)(o),
                                    f'feats.{int(o["n_blocks"]) + 1}{INPUT_SUFFIX}')),
     SpandrelArch('SAFMN', 'SAFMN', APACHE, 'upscaling_factor', ANY_SCALE, fp16=False, size=(0, 8, False),
                  stages=_stages(_numbered('feats.{}', 'n_blocks'), 'to_img' + INPUT_SUFFIX)),
     SpandrelArch('OmniSR', 'OmniSR', APACHE, 'up_scale', ANY_SCALE, fp16=True, size=(16, 1, False),
+                 unread=('window_size', ),
                  stages=_stages(_numbered('residual_layer.{}', 'res_num'), 'up' + INPUT_SUFFIX)),
     SpandrelArch('DITN', 'DITN', APACHE, 'upscale', ANY_SCALE, fp16=True,
-                 size=lambda o: (0, int(o['patch_size']), False),
+                 size=lambda o: (0, int(o['patch_size']), False), unread=('patch_size', ),
                  stages=_stages(_numbered('UFONE.{}', 'UFONE_blocks'), 'upsample' + INPUT_SUFFIX)),
     SpandrelArch('DCTLSA', 'DCTLSA', APACHE, 'upscale', ANY_SCALE, fp16=False, size=(16, 1, False),
+                 unread=('num_head', ),
                  stages=_stages(_numbered('B{}', count=6, first=1), 'upsampler' + INPUT_SUFFIX),
                  note='num_modules must be 6 (the forward concatenates six blocks)'),
     SpandrelArch('MoSR', 'MoSR', MIT, 'upscale', ANY_SCALE, fp16=True,
@@ -237,18 +307,28 @@ ARCHS: Tuple[SpandrelArch, ...] = (
                  size=lambda o: (2, 4 if o.get('shuffle_factor') else 1, False),
                  stages=_stages(_numbered('model.1.sub.{}', 'num_blocks'), 'model.1')),
     SpandrelArch('CRAFT', 'CRAFT', APACHE, 'upscale', ANY_SCALE, fp16=True, size=(16, 16, False),
+                 unread=('window_size', 'qk_scale', 'img_range'),
                  note='its stages run on the input padded by a whole window, so FAKD needs student_layers listed'),
     SpandrelArch('SwinIR', 'SwinIR', APACHE, 'upscale', POW2_OR_3, fp16=False, size=(16, 1, False),
-                 stages=_layers('depths')),
+                 stages=_layers('depths'), unread=('qk_scale', 'img_range')),
     SpandrelArch('Swin2SR', 'Swin2SR', APACHE, 'upscale', POW2_OR_3, fp16=False, size=(16, 1, False),
-                 stages=_layers('depths')),
-    SpandrelArch('HAT', 'HAT', MIT, 'upscale', POW2_OR_3, fp16=False, size=(16, 1, False), stages=_layers('depths')),
-    SpandrelArch('DRCT', 'DRCT', MIT, 'upscale', POW2_OR_3, fp16=False, size=(0, 16, False), stages=_layers('depths')),
-    SpandrelArch('ATD', 'ATD', APACHE, 'upscale', POW2_OR_3, fp16=False, size=(8, 1, False), stages=_layers('depths')),
-    SpandrelArch('GRL', 'GRL', MIT, 'upscale', POW2_OR_3, fp16=False, stages=_layers('depths')),
-    SpandrelArch('DAT', 'DAT', APACHE, 'upscale', POW2_OR_3, fp16=False, size=(16, 1, False), stages=_layers('depth')),
-    SpandrelArch('RGT', 'RGT', APACHE, 'upscale', POW2_OR_3, fp16=False, size=(16, 1, False), stages=_layers('depth')),
+                 stages=_layers('depths'), unread=('img_range', )),
+    SpandrelArch('HAT', 'HAT', MIT, 'upscale', POW2_OR_3, fp16=False, size=(16, 1, False), stages=_layers('depths'),
+                 unread=('conv_scale', 'qk_scale', 'img_range'), constraint=_hat_overlap,
+                 runnable=(('window_size', 16), )),
+    SpandrelArch('DRCT', 'DRCT', MIT, 'upscale', POW2_OR_3, fp16=False, size=(0, 16, False), stages=_layers('depths'),
+                 unread=('img_range', )),
+    SpandrelArch('ATD', 'ATD', APACHE, 'upscale', POW2_OR_3, fp16=False, size=(8, 1, False), stages=_layers('depths'),
+                 unread=('category_size', 'img_range')),
+    SpandrelArch('GRL', 'GRL', MIT, 'upscale', POW2_OR_3, fp16=False, stages=_layers('depths'),
+                 unread=('window_size', 'stripe_size', 'anchor_window_down_factor', 'stripe_shift', 'img_range',
+                         'pretrained_window_size', 'pretrained_stripe_size', 'euclidean_dist')),
+    SpandrelArch('DAT', 'DAT', APACHE, 'upscale', POW2_OR_3, fp16=False, size=(16, 1, False), stages=_layers('depth'),
+                 unread=('img_size', 'img_range')),
+    SpandrelArch('RGT', 'RGT', APACHE, 'upscale', POW2_OR_3, fp16=False, size=(16, 1, False), stages=_layers('depth'),
+                 unread=('qk_scale', 'img_range')),
     SpandrelArch('RCAN', 'RCAN', MIT, 'scale', POW2_OR_3, fp16=False, fix=CopiesInput,
+                 unread=('rgb_range', 'res_scale'),
                  stages=_stages(_numbered('body.{}', 'n_resgroups'), 'tail' + INPUT_SUFFIX)),
     SpandrelArch('UpCunet2x', 'RealCUGAN', MIT, None, (2, ), fp16=True, size=(32, 1, False)),
     SpandrelArch('UpCunet2x_fast', 'RealCUGAN', MIT, None, (2, ), fp16=True, size=(40, 4, False)),
@@ -256,17 +336,19 @@ ARCHS: Tuple[SpandrelArch, ...] = (
     SpandrelArch('UpCunet4x', 'RealCUGAN', MIT, None, (4, ), fp16=True, size=(32, 1, False)),
     # ----- restoration (x1)
     SpandrelArch('NAFNet', 'NAFNet', MIT, None, X1, fp16=False),
-    SpandrelArch('SCUNet', 'SCUNet', APACHE, None, X1, fp16=True, size=(40, 1, False)),
+    SpandrelArch('SCUNet', 'SCUNet', APACHE, None, X1, fp16=True, size=(40, 1, False), unread=('input_resolution', )),
     SpandrelArch('KBNet_s', 'KBNet', MIT, None, X1, fp16=False, bf16_fails=KBA_BF16),
     SpandrelArch('KBNet_l', 'KBNet', MIT, None, X1, fp16=False, bf16_fails=KBA_BF16, size=(0, 16, False)),
     SpandrelArch('FFTformer', 'FFTformer', MIT, None, X1, fp16=False, size=(0, 32, False),
                  unused=_submodule('reduce_chan_level2')),
-    SpandrelArch('Uformer', 'Uformer', MIT, None, X1, fp16=False, size=(0, 128, True)),
+    SpandrelArch('Uformer', 'Uformer', MIT, None, X1, fp16=False, size=(0, 128, True),
+                 unread=('qk_scale', 'shift_flag')),
     SpandrelArch('SAFMNBCIE', 'SAFMNBCIE', APACHE, None, X1, fp16=False, size=(0, 16, False)),
     SpandrelArch('RetinexFormer', 'RetinexFormer', MIT, None, X1, fp16=False, size=(0, 8, False)),
     SpandrelArch('HVICIDNet', 'HVICIDNet', MIT, None, X1, fp16=False, size=(0, 8, False),
                  unused=_submodule('I_LCA5')),
-    SpandrelArch('MixDehazeNet', 'MixDehazeNet', MIT, None, X1, fp16=False, size=(40, 1, False)),
+    SpandrelArch('MixDehazeNet', 'MixDehazeNet', MIT, None, X1, fp16=False, size=(40, 1, False),
+                 for_spandrel=_mixdehazenet_for_spandrel),
     SpandrelArch('DnCNN', 'DnCNN', MIT, None, X1, fp16=False, note='mode: DnCNN only (FDnCNN takes a noise map)'),
 )
 
@@ -322,19 +404,44 @@ class SpandrelStudent:
         self._after_build()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """spandrel's forward, on ``x`` padded at the bottom and right to the arch's size requirements (the rule of
-        :mod:`dckd_basicsr.archs.padding`) when it does not meet them, the output cropped back."""
+        """spandrel's forward, on ``x`` padded at the bottom and right to the arch's size requirements when it does
+        not meet them (:func:`pad_as_spandrel`), the output cropped back."""
         height, width = x.shape[-2:]
         pad_w, pad_h = self.size_requirements.get_padding(width, height)
         if not (pad_w or pad_h):
             return super().forward(x)
-        out = super().forward(pad_bottom_right(x, pad_h, pad_w))
+        out = super().forward(pad_as_spandrel(x, pad_h, pad_w))
         return out[..., :height * self.upscale_factor, :width * self.upscale_factor]
+
+    @property
+    def input_channels(self) -> int:
+        """The channels of the input, as spandrel's loader reads them from the weights (the first convolution in
+        module order is not always the input's: OmniSR, RetinexFormer, SAFMNBCIE, UpCunet2x_fast); where spandrel
+        cannot load them, the first convolution's."""
+        if getattr(self, '_input_channels', None) is None:
+            from spandrel import ModelLoader
+            try:
+                self._input_channels = int(ModelLoader().load_from_state_dict(self.state_dict()).input_channels)
+            except Exception:  # noqa: B902  (a configuration spandrel cannot read)
+                self._input_channels = next(m.in_channels for m in self.modules() if isinstance(m, nn.Conv2d))
+        return self._input_channels
 
     def _after_build(self) -> None:
         if self.spandrel_arch.unused is not None:
             for parameter in self.spandrel_arch.unused(self):
                 parameter.requires_grad_(False)
+
+
+def pad_as_spandrel(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """``x`` padded by ``pad_h`` rows at the bottom and ``pad_w`` columns at the right as spandrel's inference pads
+    an input to a model's size requirements: reflected as far as the image allows (its size - 1), the rest
+    replicated. Where the padding is smaller than the image this is the rule of :mod:`dckd_basicsr.archs.padding`."""
+    height, width = x.shape[-2:]
+    reflect_h, reflect_w = min(pad_h, height - 1), min(pad_w, width - 1)
+    x = F.pad(x, (0, reflect_w, 0, reflect_h), mode='reflect')
+    if pad_h > reflect_h or pad_w > reflect_w:
+        x = F.pad(x, (0, pad_w - reflect_w, 0, pad_h - reflect_h), mode='replicate')
+    return x
 
 
 def registered_name(name: str, taken: Any) -> str:
@@ -409,11 +516,31 @@ def resolve_options(type_name: str, arch: SpandrelArch, options: Dict[str, Any],
         given = 'given' if arch.scale_key in options else "spandrel's default"
         raise OptionError(f'{where}{type_name} cannot build {arch.scale_key}: {scale} ({given}); it builds '
                           f'{arch.describe_scales()}.')
+    problem = arch.constraint(option_values(arch, options)) if arch.constraint else None
+    if problem:
+        raise OptionError(f'{where}{type_name}: {problem}.')
 
 
 def spandrel_arch(type_name: Any) -> Optional[SpandrelArch]:
     """The :class:`SpandrelArch` registered as ``type_name``, or None."""
     return REGISTERED.get(type_name) if isinstance(type_name, str) else None
+
+
+def network_of_package(package: str, scale: int, channels: int = 3) -> Optional[Dict[str, Any]]:
+    """A network block of the first registered arch of spandrel's architecture package ``package`` (spandrel's id of
+    it, e.g. ``HAT``), at ``scale``, its required arguments (channel counts) set to ``channels``, otherwise spandrel's
+    defaults; spandrel detects its weights as ``package``. None when no registered arch of that package builds
+    ``scale``."""
+    for registered, arch in REGISTERED.items():
+        required = {name: channels for name, parameter in accepted_options(arch).items()
+                    if parameter.default is inspect.Parameter.empty}
+        if arch.package != package or (arch.scale_key is None and network_scale(arch, required) != scale):
+            continue
+        block = {'type': registered, **required, **dict(arch.runnable)}
+        if arch.scale_key is not None:
+            block[arch.scale_key] = scale
+        return block
+    return None
 
 
 def refusal(type_name: Any) -> Optional[str]:
@@ -476,3 +603,30 @@ def feature_stages(net_opt: Dict[str, Any]) -> Optional[Tuple[List[str], str]]:
     if arch is None or arch.stages is None:
         return None
     return arch.stages(option_values(arch, net_opt))
+
+
+def registered_type(model: nn.Module) -> Optional[str]:
+    """The registered name of the spandrel network ``model`` (an instance of spandrel's own class, as spandrel's
+    loader builds it), or None when its class is not registered."""
+    return next((name for name, arch in REGISTERED.items() if type(model) is arch.network_class), None)
+
+
+def options_from_hyperparameters(type_name: str, hyperparameters: Dict[str, Any]) -> Dict[str, Any]:
+    """The network block that builds ``type_name`` with spandrel's ``hyperparameters`` (those of a loaded model):
+    ``type`` and every value that differs from the class's default."""
+    defaults = {name: p.default for name, p in accepted_options(REGISTERED[type_name]).items()}
+    block = {'type': type_name}
+    block.update((key, value) for key, value in hyperparameters.items()
+                 if key in defaults and not same_value(value, defaults[key]))
+    return block
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Option values compared as an option file states them: lists equal tuples, 2 equals 2.0."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b

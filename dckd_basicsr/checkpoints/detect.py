@@ -12,10 +12,15 @@ modules produce, as BasicSR saves them):
 ``MSRResNet`` BasicSR's ``MSRResNet``: ``body.I.conv{1,2}``, ``upconv1``, ``conv_hr``.
 ``NAFNet``    the plugin's ``NAFNet`` (also the official NAFNet layout); hyperparameters from spandrel's detection.
 ``Restormer`` the plugin's ``Restormer`` (also the official Restormer layout).
+spandrel's    any architecture spandrel detects that the plugin registers as a student
+              (:mod:`dckd_basicsr.archs.spandrel_students_arch`: SPAN, RealPLKSR, SAFMN, OmniSR, Compact, ESRGAN, ...),
+              built from the hyperparameters spandrel reads and loaded with the weights as spandrel reads them (its
+              canonical key layout, e.g. the old ESRGAN layout for BasicSR's ``RRDBNet`` keys).
 ============  ====================================================================================================
 
 Some hyperparameters leave no trace in the weights (``img_range``, ``rgb_mean``, ``res_scale``, Restormer's
-``pad_multiple``): the detected block uses the BasicSR default and lists it in :attr:`DetectedNetwork.assumed`, so
+``pad_multiple``, the options spandrel assumes for its architectures): the detected block uses the BasicSR default
+(spandrel's value) and lists it in :attr:`DetectedNetwork.assumed`, so
 the command can print it; give the option file (``-opt``) when the student was trained with another value.
 Official releases in other layouts (RCAN/EDSR as EDSR-PyTorch saves them) are converted first with ``dckd-convert``.
 """
@@ -25,9 +30,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from spandrel.architectures.NAFNet import NAFNetArch
+from spandrel.architectures.Swin2SR import Swin2SRArch
 from spandrel.architectures.SwinIR import SwinIRArch
 from spandrel.util import get_pixelshuffle_params, get_seq_len
 
+from dckd_basicsr.archs.spandrel_students_arch import (REFUSED, REGISTERED, option_values,
+                                                       options_from_hyperparameters, registered_type)
 from dckd_basicsr.checkpoints.official_converters import swinir_options
 from dckd_basicsr.errors import ConversionError, OptionError
 
@@ -44,11 +52,14 @@ class DetectedNetwork:
         pad_multiple: Inputs are padded to a multiple of this before the network runs (SwinIR's window; 1 for
             networks that take any size or pad themselves), as validation's ``val.pad_multiple``.
         assumed: ``'name: value (why)'`` for each hyperparameter the weights do not determine.
+        weights: The tensors to load into the built network when they differ from the file's (spandrel's reading of
+            it: keys renamed to its canonical layout); None: the file's own.
     """
     opt: Dict[str, Any]
     scale: int
     pad_multiple: int = 1
     assumed: List[str] = field(default_factory=list)
+    weights: Optional[Dict[str, torch.Tensor]] = None
 
     def describe(self) -> str:
         """One line: the block as it would appear in an option file, and what was assumed."""
@@ -78,7 +89,7 @@ def _pixelshuffle_scale(state_dict: StateDict, prefix: str) -> int:
 
 # ---------------------------------------------------------------------------------------------------------- SwinIR
 def _is_swinir(state_dict: StateDict) -> bool:
-    return SwinIRArch().detect(state_dict)
+    return SwinIRArch().detect(state_dict) and not Swin2SRArch().detect(state_dict)  # Swin2SR's keys pass SwinIR's
 
 
 def _swinir(state_dict: StateDict) -> DetectedNetwork:
@@ -215,8 +226,38 @@ def _restormer(state_dict: StateDict) -> DetectedNetwork:
     return DetectedNetwork(opt, 1, 1, ['pad_multiple: 8 (the arch default; padding happens inside the network)'])
 
 
+# ------------------------------------------------------------------------------------------- spandrel's architectures
+def _is_spandrel(state_dict: StateDict) -> bool:
+    from spandrel import MAIN_REGISTRY, canonicalize_state_dict
+    canonical = canonicalize_state_dict(dict(state_dict))
+    return any(support.detect(canonical) for support in MAIN_REGISTRY.architectures('detection'))
+
+
+def _spandrel(state_dict: StateDict) -> DetectedNetwork:
+    from spandrel import MAIN_REGISTRY
+    try:
+        descriptor = MAIN_REGISTRY.load(dict(state_dict))
+    except Exception as error:  # noqa: B902  (any failure of spandrel's loader)
+        first = (str(error).strip().splitlines() or [''])[0][:200]
+        raise ConversionError(f'spandrel detects an architecture in its keys but cannot load them '
+                              f'({type(error).__name__}: {first}); give the network with -opt FILE.') from error
+    name = registered_type(descriptor.model)
+    if name is None:
+        arch_id = str(descriptor.architecture.id)
+        reason = REFUSED.get(arch_id, 'the plugin does not register it as a student')
+        raise ConversionError(f'spandrel detects a {arch_id} ({type(descriptor.model).__name__}), which cannot be run '
+                              f'as a student here: {reason}.')
+    arch = REGISTERED[name]
+    hyperparameters = descriptor.model.hyperparameters
+    opt = options_from_hyperparameters(name, hyperparameters)
+    assumed = [f"{key}: {hyperparameters[key]} (spandrel's value)" for key in arch.unread if key in hyperparameters]
+    multiple = arch.size_requirements(option_values(arch, opt))[1]
+    return DetectedNetwork(opt, int(descriptor.scale), multiple, assumed, dict(descriptor.model.state_dict()))
+
+
 # Asked in this order; the first whose detector accepts the keys builds the block. RCAN before EDSR (both have
-# conv_after_body and upsample; only RCAN has residual groups).
+# conv_after_body and upsample; only RCAN has residual groups); spandrel's architectures last (its SwinIR and NAFNet
+# detection also accepts the keys of the plugin's SwinIR and NAFNet, which keep their own names).
 DETECTORS: List[Tuple[str, Callable[[StateDict], bool], Callable[[StateDict], DetectedNetwork]]] = [
     ('SwinIR', _is_swinir, _swinir),
     ('RCAN', _is_rcan, _rcan),
@@ -224,6 +265,7 @@ DETECTORS: List[Tuple[str, Callable[[StateDict], bool], Callable[[StateDict], De
     ('MSRResNet', _is_msrresnet, _msrresnet),
     ('NAFNet', _is_nafnet, _nafnet),
     ('Restormer', _is_restormer, _restormer),
+    ('spandrel architecture', _is_spandrel, _spandrel),
 ]
 
 
@@ -251,7 +293,8 @@ def detect_network(state_dict: StateDict, source: Optional[str] = None) -> Detec
                     from error
     keys = list(state_dict)
     shown = ', '.join(keys[:6]) + (f', ... ({len(keys)} keys)' if len(keys) > 6 else '')
-    known = ', '.join(name for name, _, _ in DETECTORS)
+    known = ', '.join(name for name, _, _ in DETECTORS[:-1])
     raise OptionError(f'{source or "the checkpoint"}: cannot tell the network from its keys ({shown}); the layouts '
-                      f'detected are BasicSR/plugin {known}. Give the network with -opt FILE (its network_g block), '
-                      'or convert an official release first with dckd-convert.')
+                      f'detected are BasicSR/plugin {known} and the spandrel architectures registered as students. '
+                      'Give the network with -opt FILE (its network_g block), or convert an official release first '
+                      'with dckd-convert.')

@@ -151,6 +151,8 @@ def _mean_options(tensors: Mapping[str, torch.Tensor], fmt: str) -> Dict[str, An
 # ------------------------------------------------------------------------------------------------------------ RCAN
 def _is_rcan_official(tensors: Mapping[str, torch.Tensor], net: Optional[nn.Module], wrapper: Optional[str]) -> bool:
     from spandrel import MAIN_REGISTRY
+    if net is not None and set(net.state_dict()) == set(tensors):  # spandrel's RCAN as a student: its own names
+        return False
     return MAIN_REGISTRY['RCAN'].detect(tensors)
 
 

@@ -2,8 +2,16 @@
 
 The network comes from an option file's ``network_g`` block or, without one, is detected from the checkpoint's keys
 and shapes (:mod:`dckd_basicsr.checkpoints.detect`), so a bare BasicSR ``net_g_<iter>.pth`` of a SwinIR, RCAN, EDSR,
-MSRResNet, NAFNet or Restormer student needs nothing else. The EMA weights (``params_ema``) are used when the file has
-them, else ``params``. ``dckd-infer``, ``dckd-export`` and ``dckd-profile`` load their networks here.
+MSRResNet, NAFNet or Restormer student, or of a spandrel architecture (SPAN, RealPLKSR, SAFMN, ...), needs nothing
+else. The EMA weights (``params_ema``) are used when the file has them, else ``params``. ``dckd-infer``,
+``dckd-export`` and ``dckd-profile`` load their networks here.
+
+A file without BasicSR's ``params``/``params_ema`` wrapper (what ``dckd-export --to spandrel`` writes, or a release
+spandrel reads) is read as spandrel reads it: a spandrel architecture whose spandrel call maps the output
+(MixDehazeNet) gets the weights that compute what spandrel computes. A spandrel student's inputs are padded as
+spandrel pads them, not to a ``window_size`` of its options: to the multiple its size requirements ask for, outside
+the network by validation's rule (so exported graphs keep it; spandrel's rule is the same for an image larger than the
+padding), or, where the requirements also set a minimum size or a square, by the network itself.
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -11,7 +19,8 @@ from typing import Dict, List, Optional
 from basicsr.archs import build_network
 from torch import nn
 
-from dckd_basicsr.archs.arch_util import input_channels
+from dckd_basicsr.archs.arch_util import input_channels, switch_to_deploy
+from dckd_basicsr.archs.spandrel_students_arch import option_values, spandrel_arch
 from dckd_basicsr.checkpoints import load_pretrained
 from dckd_basicsr.checkpoints.detect import DetectedNetwork, detect_network
 from dckd_basicsr.errors import ConversionError
@@ -25,7 +34,7 @@ class Student:
     """A network ready to run, and how it was obtained.
 
     Attributes:
-        net: The network in eval mode, weights loaded strictly.
+        net: The network in eval mode, weights loaded strictly, in its deployed form (SPAN's fused convolutions).
         opt: Its ``network_g`` block.
         pad_multiple: Inputs are padded to a multiple of this (validation's rule).
         param_key: The checkpoint key the weights came from (``params_ema``, ``params``; None for a raw state dict).
@@ -87,12 +96,18 @@ def load_student(model_path: str, opt_path: Optional[str] = None, network: str =
         detected: DetectedNetwork = detect_network(state_dict, source=f'--model {model_path}')
         net = build_network(dict(detected.opt))
         try:
-            net.load_state_dict(state_dict, strict=True)
+            net.load_state_dict(detected.weights if detected.weights is not None else state_dict, strict=True)
         except RuntimeError as error:
             problems = '; '.join(line.strip() for line in str(error).splitlines()[1:4])
             raise OptionError(f'--model {model_path}: detected {detected.describe()}, but the weights do not fit it '
                               f'({problems}); give the network with -opt FILE.') from error
         student = Student(net, detected.opt, detected.pad_multiple, used, 'the checkpoint\'s keys (detected)',
                           detected.assumed)
-    student.net.eval().requires_grad_(False)
+    arch = spandrel_arch(student.opt['type'])
+    if arch is not None:
+        if arch.for_spandrel is not None and student.param_key is None:  # a file in spandrel's convention
+            student.net.load_state_dict(arch.for_spandrel(student.net.state_dict(), True))
+        minimum, multiple, square = arch.size_requirements(option_values(arch, student.opt))
+        student.pad_multiple = 1 if square or minimum > multiple else multiple
+    switch_to_deploy(student.net.eval().requires_grad_(False))
     return student

@@ -25,6 +25,7 @@ class Measurement:
     peak_mib: Optional[float]
     input_shape: Tuple[int, ...]
     output_shape: Tuple[int, ...]
+    deployed_params: Optional[int] = None
 
 
 def _proc_status_kib(field: str) -> Optional[int]:
@@ -56,7 +57,7 @@ def measure_module(net, x, multiple: int = 1, threads: int = 1, runs: int = 5, w
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dckd_basicsr.archs.arch_util import count_parameters
+    from dckd_basicsr.archs.arch_util import count_parameters, deployed_parameters
     from dckd_basicsr.archs.padding import padded_forward
     torch.set_num_threads(threads)
 
@@ -89,13 +90,14 @@ def measure_module(net, x, multiple: int = 1, threads: int = 1, runs: int = 5, w
             forward(x)
             times.append((time.perf_counter() - start) * 1000)
         latency_ms = statistics.median(times)
-    return Measurement(count_parameters(net), flops, latency_ms, peak_mib, tuple(x.shape), output_shape)
+    return Measurement(count_parameters(net), flops, latency_ms, peak_mib, tuple(x.shape), output_shape,
+                       deployed_parameters(net))
 
 
 def measure(net_opt: Dict[str, Any], size: int = 64, threads: int = 1, runs: int = 5, warmup: int = 1,
             memory: bool = True, seed: int = 0) -> Measurement:
-    """Build ``net_opt`` with random weights and measure it at a ``1 x C x size x size`` input
-    (:func:`measure_module`; inputs padded to the block's ``window_size``).
+    """Build ``net_opt`` with random weights, in its deployed form (SPAN's fused convolutions), and measure it at a
+    ``1 x C x size x size`` input (:func:`measure_module`; inputs padded to the block's ``window_size``).
 
     Args:
         net_opt: A ``network_*`` block with its ``type``.
@@ -109,9 +111,9 @@ def measure(net_opt: Dict[str, Any], size: int = 64, threads: int = 1, runs: int
     import torch
     from basicsr.archs import build_network
 
-    from dckd_basicsr.archs.arch_util import input_channels  # importing the plugin registers its archs
+    from dckd_basicsr.archs.arch_util import input_channels, switch_to_deploy  # the plugin's import registers its archs
     torch.manual_seed(seed)
-    net = build_network(dict(net_opt)).eval()
+    net = switch_to_deploy(build_network(dict(net_opt)).eval())
     x = torch.rand(1, input_channels(net), size, size)
     return measure_module(net, x, int(net_opt.get('window_size', 1) or 1), threads, runs, warmup, memory)
 

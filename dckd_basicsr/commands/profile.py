@@ -1,12 +1,15 @@
 """Size and cost of the teacher and the student of option files: ``dckd-profile -opt FILE [-opt FILE ...]`` or
-``dckd-profile --all options/train``.
+``dckd-profile --all options/train``; or of trained students: ``dckd-profile --model net_g_X.pth`` (the network
+detected from the checkpoint as ``dckd-infer`` detects it, e.g. a SPAN or any spandrel architecture).
 
 For the ``network_t`` and ``network_g`` block of each option file (built with random weights: no checkpoint is
 needed) it measures, at one LQ input size (``--size 64``: a ``1 x C x 64 x 64`` input):
 
 parameters
     ``sum(p.numel() for p in net.parameters())`` (buffers excluded), as Table 1 of the paper counts them; the paper's
-    figure is shown next to it for the Table 1 configurations.
+    figure is shown next to it for the Table 1 configurations. A network that is re-parameterised for inference
+    (SPAN: each three-branch ``Conv3XC`` fused into one 3x3 convolution) shows its deployed count next to the trained
+    one, and FLOPs, latency and memory are those of the deployed form.
 FLOPs
     ``torch.utils.flop_counter.FlopCounterMode`` over one forward pass: two FLOPs per multiply-accumulate of the
     convolutions and matrix products (a 3x3 conv ``cin -> cout`` on ``H x W`` counts ``2 * H * W * cout * cin * 9``;
@@ -90,6 +93,17 @@ def read_rows(files: Sequence[str]) -> List[Row]:
     return list(rows.values())
 
 
+def model_rows(models: Sequence[str]) -> List[Row]:
+    """One student row per checkpoint, its network detected from the weights (or rebuilt as ``dckd-infer`` does)."""
+    from dckd_basicsr.checkpoints.students import load_student
+    return [Row([path], None, dict(load_student(path).opt)) for path in models]
+
+
+def _params(m: Measurement) -> str:
+    deployed = m.deployed_params
+    return f'{m.params:,}' + (f' (deployed {deployed:,})' if deployed is not None and deployed != m.params else '')
+
+
 def _count(n: float) -> str:
     for unit, factor in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
         if n >= factor:
@@ -102,7 +116,9 @@ def _ratio(a: Optional[float], b: Optional[float]) -> str:
 
 
 def _describe(net_opt: Dict[str, Any]) -> str:
-    scale = net_opt.get('upscale', net_opt.get('scale', 1))
+    from dckd_basicsr.archs.spandrel_students_arch import network_scale, spandrel_arch
+    arch = spandrel_arch(net_opt['type'])
+    scale = network_scale(arch, net_opt) if arch else net_opt.get('upscale', net_opt.get('scale', 1))
     return f"{net_opt['type']} x{scale}"
 
 
@@ -138,7 +154,7 @@ def format_table(rows: Sequence[Row], results: Dict[str, Measurement], size: int
             measured[role] = m
             latency = f'{m.latency_ms:.1f}' if m.latency_ms is not None else '-'
             memory = f'{m.peak_mib:.1f}' if m.peak_mib is not None else 'n/a'
-            lines.append(f'| {name} | {role} | {_describe(net_opt)} | {m.params:,} | '
+            lines.append(f'| {name} | {role} | {_describe(net_opt)} | {_params(m)} | '
                          f'{_table1(net_opt, role, m.params)} | {_count(m.flops)} | {latency} | {memory} |')
             name = ''
         if len(measured) == 2:
@@ -156,10 +172,11 @@ def network_key(net_opt: Dict[str, Any]) -> str:
 
 
 def profile(files: Sequence[str], size: int = 64, threads: int = 1, runs: int = 5, warmup: int = 1,
-            memory: bool = True, progress: bool = True) -> Tuple[str, List[Row], Dict[str, Measurement]]:
-    """Measure the networks of ``files`` (each distinct block once, in a fresh process); returns the markdown
-    table, the rows and the measurements."""
-    rows = read_rows(files)
+            memory: bool = True, progress: bool = True,
+            models: Sequence[str] = ()) -> Tuple[str, List[Row], Dict[str, Measurement]]:
+    """Measure the networks of ``files`` and of the checkpoints ``models`` (each distinct block once, in a fresh
+    process); returns the markdown table, the rows and the measurements."""
+    rows = read_rows(files) + model_rows(models)
     todo: 'OrderedDict[str, Tuple[Dict[str, Any], str]]' = OrderedDict()
     for row in rows:
         for net_opt in (row.teacher, row.student):
@@ -195,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('-opt', action='append', help='option file (repeat for several)')
     source.add_argument('--all', metavar='DIR', help='every option file under DIR, e.g. options/train')
+    source.add_argument('--model', action='append',
+                        help='trained student checkpoint, its network detected from the weights (repeat for several)')
     parser.add_argument('--size', type=int, default=64, help='LQ input height and width (default: 64)')
     parser.add_argument('--threads', type=int, default=1, help='CPU threads for the latency runs (default: 1)')
     parser.add_argument('--runs', type=int, default=5, help='timed runs, median reported; 0 skips (default: 5)')
@@ -210,8 +229,12 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     args = parser.parse_args(argv)
     if args.size < 1 or args.threads < 1 or args.runs < 0 or args.warmup < 0:
         parser.error('--size and --threads must be >= 1, --runs and --warmup >= 0.')
-    files = option_files(args.opt, args.all)
-    table, _, _ = profile(files, args.size, args.threads, args.runs, args.warmup, not args.no_memory)
+    files = option_files(args.opt, args.all) if not args.model else []
+    for path in args.model or ():
+        if not osp.isfile(path):
+            raise OptionError(f'--model {path}: no such file.')
+    table, _, _ = profile(files, args.size, args.threads, args.runs, args.warmup, not args.no_memory,
+                          models=args.model or ())
     print(table, end='', flush=True)
     if args.output:
         os.makedirs(osp.dirname(osp.abspath(args.output)), exist_ok=True)

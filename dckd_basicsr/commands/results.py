@@ -9,20 +9,30 @@ validation. ``--pick best`` takes, per dataset, the validation with the highest 
 validation, not BasicSR's separately tracked best SSIM); ``--pick last`` the last one. Folders whose name contains
 ``_archived_`` (BasicSR's renamed older runs of the same name) are skipped.
 
-Rows are grouped in blocks (backbone, task, scale) with methods as rows and datasets as columns, as in the paper's
-Tables 2-4. Backbone, task, scale and method come from the run name, by this convention (tokens split on ``_``,
-case-insensitive, other tokens ignored, e.g. a leading ``001``)::
+Rows are grouped in blocks (backbone, task, scale, teacher) with methods as rows and datasets as columns, as in the
+paper's Tables 2-4. Backbone (the student's network), task, scale and method come from the run name, by this
+convention (tokens split on ``_``, case-insensitive, other tokens ignored, e.g. a leading ``001``)::
 
-    <Backbone>_SRx<scale>_<Method>      e.g. RCAN_SRx4_DCKD, 001_SwinIR_SRx2_Logits_seed1
+    <Backbone>_SRx<scale>_<Method>      e.g. RCAN_SRx4_DCKD, 001_SwinIR_SRx2_Logits_seed1, SPAN_SRx4_DCKD
     <Backbone>_Deblur_<Method>          GoPro, scale 1 (``GoPro`` is accepted for ``Deblur``)
     <Backbone>_Derain_<Method>          Rain13K, scale 1 (``Rain13K`` is accepted for ``Derain``)
+
+Backbones: the paper's (SwinIR, RCAN, NAFNet, Restormer, EDSR) and every spandrel architecture registered as a
+student (SPAN, SAFMN, RealPLKSR, ...); a ``SpandrelTeacher`` token names the teacher.
 
 Methods: Teacher, Scratch, Logits, FAKD, MiPKD, DUKD, DCR (DCR only), DMM (DMM only), DCKD, DCKDstar (DCKD*; also
 ``DCKD+``), DCKDEq9 (DCKD with the paper's Eq. 9, not a Table 2 row). Whatever the name does not say is read from the
 option file BasicSR copies into the run folder: ``network_g.type`` (backbone), ``scale``, the validation set names
 (task), and the model and loss blocks (method: ``DUKDModel`` is DUKD; ``cl_opt`` + ``ce_opt`` is DCKD, with
 ``lcr_opt`` DCKD*, with a ``DistributionMappingLoss`` ``ce_opt`` and no ``lcr_opt`` DCKD (Eq. 9); a KD model with
-neither is Logits; ``model_type: SRModel`` or ``SwinIRModel`` is Scratch).
+neither is Logits; ``model_type: SRModel`` or ``SwinIRModel`` is Scratch); the option file's ``network_g.type`` is
+the backbone even where the name states another, and its ``network_t`` is the teacher (a ``SpandrelTeacher`` by its
+``architecture``).
+
+The teacher makes its own block where it is not the student's own architecture (the paper distils each backbone from
+a larger one of the same kind): a SPAN student distilled from SwinIR has a block "SPAN x4, teacher SwinIR", the same
+student distilled from a HAT file through ``SpandrelTeacher`` another; runs without a teacher (Scratch, Teacher) are
+listed in each block of their student.
 """
 import argparse
 import glob
@@ -47,6 +57,16 @@ _METHOD_TOKENS = {
 _DATASET_ALIASES = {'bsd100': 'B100', 'bsds100': 'B100', 'b100': 'B100', 'set5': 'Set5', 'set14': 'Set14',
                     'urban100': 'Urban100', 'manga109': 'Manga109'}
 _BACKBONE_TYPES = {'nafnetlocal': 'NAFNet'}
+_TEACHERLESS = ('Scratch', 'Teacher')
+SPANDREL_TEACHER = 'SpandrelTeacher'
+
+
+def _backbone_tokens() -> Dict[str, str]:
+    """Lower-cased name token -> backbone: the paper's backbones and the spandrel archs registered as students."""
+    from dckd_basicsr.archs.spandrel_students_arch import REGISTERED
+    tokens = {name.lower(): name for name in REGISTERED}
+    tokens.update((name.lower(), name) for name in BACKBONES)
+    return tokens
 
 
 def canonical_dataset(name: str) -> str:
@@ -82,11 +102,15 @@ def load_run_options(folder: str) -> Dict[str, Any]:
 def labels_from_name(name: str) -> Dict[str, Any]:
     """Backbone, task, scale and method that the run name states (see the module docstring); missing keys absent."""
     labels: Dict[str, Any] = {}
+    backbones = _backbone_tokens()
     for token in name.split('_'):
         key = token.lower().replace('-', '')
-        backbone = next((b for b in BACKBONES if b.lower() == key), None)
+        backbone = backbones.get(key)
         if backbone and 'backbone' not in labels:
             labels['backbone'] = backbone
+            continue
+        if key == SPANDREL_TEACHER.lower():
+            labels['teacher'] = SPANDREL_TEACHER
             continue
         match = re.fullmatch(r'(?:sr)?x(\d)', key)
         if match:
@@ -101,11 +125,17 @@ def labels_from_name(name: str) -> Dict[str, Any]:
 
 
 def labels_from_options(opt: Dict[str, Any]) -> Dict[str, Any]:
-    """Backbone, task, scale and method read from a run's option file; missing keys absent."""
+    """Backbone, task, scale, method and teacher read from a run's option file; missing keys absent."""
     labels: Dict[str, Any] = {}
     arch = (opt.get('network_g') or {}).get('type')
     if arch:
         labels['backbone'] = _BACKBONE_TYPES.get(arch.lower(), arch)
+    teacher = opt.get('network_t')
+    if isinstance(teacher, dict) and teacher.get('type'):
+        name = str(teacher['type'])
+        if name == SPANDREL_TEACHER and teacher.get('architecture'):
+            name = f"{teacher['architecture']} ({SPANDREL_TEACHER})"
+        labels['teacher'] = _BACKBONE_TYPES.get(name.lower(), name)
     scale = opt.get('scale')
     if isinstance(scale, int):
         labels['scale'] = scale
@@ -182,8 +212,12 @@ def collect_runs(paths: Sequence[str], mode: str = 'best', include_archived: boo
             continue
         options = load_run_options(osp.dirname(folder) if is_file else folder)
         labels = {'backbone': '?', 'task': '?', 'scale': 1, 'method': name}
-        labels.update(labels_from_options(options))
-        labels.update(labels_from_name(name))
+        from_options, from_name = labels_from_options(options), labels_from_name(name)
+        for key in ('backbone', 'teacher'):  # the option file's networks are the truth; its teacher is the fuller
+            if key in from_options:
+                from_name.pop(key, None)
+        labels.update(from_options)
+        labels.update(from_name)
         runs.append(dict(name=name, folder=folder, labels=labels, n_val=len(records), picked=pick(records, mode)))
     return runs
 
@@ -209,14 +243,41 @@ def _ordered(items: Iterable[str], order: Sequence[str]) -> List[str]:
     return [x for x in order if x in items] + [x for x in items if x not in order]
 
 
-def _block_title(backbone: str, task: str, scale: int) -> str:
+def _block_title(backbone: str, task: str, scale: int, teacher: Optional[str] = None) -> str:
+    by = f', teacher {teacher}' if teacher else ''
     if task == 'SR':
-        return f'{backbone} x{scale} (super-resolution, PSNR/SSIM on Y)'
+        return f'{backbone} x{scale}{by} (super-resolution, PSNR/SSIM on Y)'
     if task == 'Deblur':
-        return f'{backbone}, motion deblurring (GoPro, PSNR/SSIM on RGB)'
+        return f'{backbone}{by}, motion deblurring (GoPro, PSNR/SSIM on RGB)'
     if task == 'Derain':
-        return f'{backbone}, deraining (PSNR/SSIM on Y)'
-    return f'{backbone}, {task}, scale {scale}'
+        return f'{backbone}{by}, deraining (PSNR/SSIM on Y)'
+    return f'{backbone}{by}, {task}, scale {scale}'
+
+
+def block_teacher(labels: Dict[str, Any]) -> Optional[str]:
+    """The teacher that gives a run its own block: a known teacher that is not the student's own architecture."""
+    teacher = labels.get('teacher')
+    return teacher if teacher and teacher != labels['backbone'] else None
+
+
+def group_blocks(runs: Sequence[Dict[str, Any]]) -> Dict[Tuple[str, str, int, Optional[str]], List[Dict[str, Any]]]:
+    """Runs by (backbone, task, scale, teacher); teacher-less runs (Scratch, Teacher) in every block of their
+    student, and in a block of their own only when their student has no teacher block or other runs without one."""
+    students: Dict[Tuple[str, str, int], Dict[Optional[str], List[Dict[str, Any]]]] = {}
+    for run in runs:
+        labels = run['labels']
+        by_teacher = students.setdefault((labels['backbone'], labels['task'], labels['scale']), {})
+        by_teacher.setdefault(block_teacher(labels), []).append(run)
+    blocks = {}
+    for student, by_teacher in students.items():
+        alone = by_teacher.get(None, [])
+        shared = [run for run in alone if run['labels']['method'] in _TEACHERLESS]
+        teachers = [teacher for teacher in by_teacher if teacher is not None]
+        for teacher in teachers:
+            blocks[student + (teacher, )] = shared + by_teacher[teacher]
+        if alone and (not teachers or len(shared) < len(alone)):
+            blocks[student + (None, )] = alone
+    return blocks
 
 
 def format_tables(runs: Sequence[Dict[str, Any]], mode: str = 'best', paper: bool = True) -> str:
@@ -226,21 +287,18 @@ def format_tables(runs: Sequence[Dict[str, Any]], mode: str = 'best', paper: boo
     if paper:
         note += ' `paper` rows are the numbers of Zhou et al., AAAI 2025 (DCKD); `diff` is ours minus paper.'
     lines = ['# Results', '', note, '']
-    blocks: Dict[Tuple[str, str, int], List[Dict[str, Any]]] = {}
-    for run in runs:
-        labels = run['labels']
-        blocks.setdefault((labels['backbone'], labels['task'], labels['scale']), []).append(run)
+    blocks = group_blocks(runs)
     task_order = {'SR': 0, 'Deblur': 1, 'Derain': 2}
-    for key in sorted(blocks, key=lambda k: (task_order.get(k[1], 3), k[0], k[2])):
-        backbone, task, scale = key
+    for key in sorted(blocks, key=lambda k: (task_order.get(k[1], 3), k[0], k[2], k[3] or '')):
+        backbone, task, scale, teacher = key
         block_runs = sorted(blocks[key], key=lambda r: (METHODS.index(r['labels']['method'])
                                                          if r['labels']['method'] in METHODS else len(METHODS),
                                                          r['labels']['method'], r['name']))
         order = {'SR': SR_DATASETS, 'Deblur': DEBLUR_DATASETS, 'Derain': DERAIN_DATASETS}.get(task, ())
         datasets = _ordered((d for r in block_runs for d in r['picked']), order)
-        reference = PAPER_RESULTS.get(key, {}) if paper else {}
+        reference = PAPER_RESULTS.get((backbone, task, scale), {}) if paper and teacher is None else {}
         methods = [r['labels']['method'] for r in block_runs]
-        lines += [f'## {_block_title(backbone, task, scale)}', '',
+        lines += [f'## {_block_title(backbone, task, scale, teacher)}', '',
                   '| Method | | ' + ' | '.join(datasets) + ' |', '|---|---|' + '---|' * len(datasets)]
         for run in block_runs:
             method = run['labels']['method']
@@ -258,7 +316,8 @@ def format_tables(runs: Sequence[Dict[str, Any]], mode: str = 'best', paper: boo
     for run in runs:
         labels = run['labels']
         iters = ', '.join(f'{d} {rec["iter"] if rec["iter"] is not None else "?"}' for d, rec in run['picked'].items())
-        lines.append(f'| {run["name"]} | {labels["backbone"]} {labels["task"]} x{labels["scale"]} | '
+        by = f', teacher {block_teacher(labels)}' if block_teacher(labels) else ''
+        lines.append(f'| {run["name"]} | {labels["backbone"]} {labels["task"]} x{labels["scale"]}{by} | '
                      f'{labels["method"]} | {run["n_val"]} | {iters} |')
     return '\n'.join(lines) + '\n'
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from dckd_basicsr.archs.padding import padded_forward
 from dckd_basicsr.archs.spandrel_arch import SpandrelTeacher
+from dckd_basicsr.archs.spandrel_students_arch import spandrel_arch
 from dckd_basicsr.distill.feature_taps import FeaturePairs
 from dckd_basicsr.distill.invertible_ops import apply_invertible_ops, random_invertible_ops, undo_invertible_ops
 from dckd_basicsr.distill.loss_terms import LossTerm, build_loss_terms
@@ -74,7 +75,8 @@ class KDModel(TrainingState, RandomStreams, SRModel):
 
     def __init__(self, opt: Dict[str, Any]):
         super().__init__(opt)
-        self.pad_multiple = validation_pad_multiple(opt)
+        pads_itself = spandrel_arch(opt['network_g'].get('type')) is not None  # validated as spandrel runs it
+        self.pad_multiple = validation_pad_multiple(opt, pads_itself=pads_itself)
 
     # ------------------------------------------------------------------ set-up
     def init_training_settings(self):
