@@ -47,6 +47,7 @@ from dckd_basicsr.commands.paper_results import (BACKBONES, DEBLUR_DATASETS, DER
                                                  SR_DATASETS, Metrics)
 from dckd_basicsr.errors import OptionError, report_option_errors
 from dckd_basicsr.integration.training_log import parse_validations, run_logs
+from dckd_basicsr.options import read_option_file
 
 _METHOD_TOKENS = {
     'teacher': 'Teacher', 'scratch': 'Scratch', 'baseline': 'Scratch', 'logits': 'Logits', 'logitskd': 'Logits',
@@ -86,16 +87,12 @@ def parse_log(lines: Iterable[str]) -> List[Dict[str, Any]]:
 
 
 def load_run_options(folder: str) -> Dict[str, Any]:
-    """The option file BasicSR copied into the run folder (the first ``*.yml``), or ``{}``."""
-    import yaml
+    """The option file BasicSR copied into the run folder (the first readable ``*.yml``), or ``{}``."""
     for path in sorted(glob.glob(osp.join(folder, '*.yml'))):
-        with open(path, 'r') as f:
-            try:
-                opt = yaml.safe_load(f)
-            except yaml.YAMLError:
-                continue
-        if isinstance(opt, dict):
-            return opt
+        try:
+            return read_option_file(path)
+        except OptionError:
+            continue
     return {}
 
 
