@@ -52,8 +52,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
-from torch.nn import functional as F
 
+from dckd_basicsr.archs.padding import pad_as_spandrel
 from dckd_basicsr.errors import OptionError
 
 PREFIX = 'Spandrel'
@@ -430,18 +430,6 @@ class SpandrelStudent:
         if self.spandrel_arch.unused is not None:
             for parameter in self.spandrel_arch.unused(self):
                 parameter.requires_grad_(False)
-
-
-def pad_as_spandrel(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
-    """``x`` padded by ``pad_h`` rows at the bottom and ``pad_w`` columns at the right as spandrel's inference pads
-    an input to a model's size requirements: reflected as far as the image allows (its size - 1), the rest
-    replicated. Where the padding is smaller than the image this is the rule of :mod:`dckd_basicsr.archs.padding`."""
-    height, width = x.shape[-2:]
-    reflect_h, reflect_w = min(pad_h, height - 1), min(pad_w, width - 1)
-    x = F.pad(x, (0, reflect_w, 0, reflect_h), mode='reflect')
-    if pad_h > reflect_h or pad_w > reflect_w:
-        x = F.pad(x, (0, pad_w - reflect_w, 0, pad_h - reflect_h), mode='replicate')
-    return x
 
 
 def registered_name(name: str, taken: Any) -> str:
